@@ -1,0 +1,121 @@
+//! Every error a request can meet, and its HTTP status, in one place.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::audio::AudioError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing multipart field `{0}`")]
+    MissingField(&'static str),
+    #[error("invalid multipart body: {0}")]
+    BadMultipart(String),
+    #[error("empty file")]
+    EmptyFile,
+    #[error("unsupported format `{ext}`; supported: {supported}")]
+    UnsupportedFormat { ext: String, supported: String },
+    #[error("invalid audio: {0}")]
+    InvalidAudio(String),
+    #[error("upload larger than the limit of {limit_mb} MB")]
+    UploadTooLarge { limit_mb: u64 },
+    #[error("audio longer than the limit of {limit_s} s")]
+    AudioTooLong { limit_s: f64 },
+    #[error("invalid parameter `{param}`: {message}")]
+    InvalidParam { param: &'static str, message: String },
+    #[error("server overloaded: the queue is full, retry later")]
+    QueueFull { retry_after_s: u64 },
+    #[error("the model is still loading")]
+    Loading,
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error("transcription timed out after {0} s")]
+    Timeout(u64),
+    #[error("transcription failed: {0}")]
+    Engine(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            MissingField(_) | BadMultipart(_) | EmptyFile | UnsupportedFormat { .. }
+            | InvalidAudio(_) | InvalidParam { .. } => StatusCode::BAD_REQUEST,
+            UploadTooLarge { .. } | AudioTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            QueueFull { .. } | Loading | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, where that makes sense.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::QueueFull { retry_after_s } => Some(*retry_after_s),
+            ApiError::Loading | ApiError::ShuttingDown => Some(5),
+            _ => None,
+        }
+    }
+
+    /// A short machine-readable code, used in logs and metrics labels.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            MissingField(_) => "missing_field",
+            BadMultipart(_) => "bad_multipart",
+            EmptyFile => "empty_file",
+            UnsupportedFormat { .. } => "unsupported_format",
+            InvalidAudio(_) => "invalid_audio",
+            UploadTooLarge { .. } => "upload_too_large",
+            AudioTooLong { .. } => "audio_too_long",
+            InvalidParam { .. } => "invalid_param",
+            QueueFull { .. } => "queue_full",
+            Loading => "loading",
+            ShuttingDown => "shutting_down",
+            Timeout(_) => "timeout",
+            Engine(_) => "engine_error",
+        }
+    }
+}
+
+impl From<AudioError> for ApiError {
+    fn from(e: AudioError) -> Self {
+        match e {
+            AudioError::Empty => ApiError::EmptyFile,
+            AudioError::TooLong { limit_s, .. } => ApiError::AudioTooLong { limit_s },
+            other => ApiError::InvalidAudio(other.to_string()),
+        }
+    }
+}
+
+/// The original service's response body, for success and failure alike.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TranscribeBody {
+    pub success: bool,
+    pub text: String,
+    pub latency: f64,
+    pub word_count: usize,
+    pub gpu_memory: f64,
+    pub error: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = TranscribeBody {
+            success: false,
+            text: String::new(),
+            latency: 0.0,
+            word_count: 0,
+            gpu_memory: 0.0,
+            error: Some(self.to_string()),
+        };
+        let mut resp = (self.status(), Json(body)).into_response();
+        if let Some(s) = self.retry_after() {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,11 @@
+//! whisper-serve: OpenAI Whisper speech-to-text over HTTP, on CTranslate2.
+pub mod audio;
+pub mod config;
+pub mod error;
+pub mod models;
+pub mod pypi_index;
+
+#[cfg(feature = "wheel")]
+pub use ct2rs as ct2;
+#[cfg(all(feature = "source-build", not(feature = "wheel")))]
+pub use ct2rs_source as ct2;

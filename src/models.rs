@@ -1,0 +1,1 @@
+//! Model names, folders and downloads. (Being written.)
