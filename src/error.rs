@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::audio::AudioError;
+use crate::engine::EngineError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -85,6 +86,15 @@ impl From<AudioError> for ApiError {
             AudioError::Empty => ApiError::EmptyFile,
             AudioError::TooLong { limit_s, .. } => ApiError::AudioTooLong { limit_s },
             other => ApiError::InvalidAudio(other.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::BadOption(message) => ApiError::InvalidParam { param: "language", message },
+            other => ApiError::Engine(other.to_string()),
         }
     }
 }

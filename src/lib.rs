@@ -1,9 +1,16 @@
 //! whisper-serve: OpenAI Whisper speech-to-text over HTTP, on CTranslate2.
+pub mod api;
 pub mod audio;
+pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod error;
+#[path = "stubs_models.rs"]
 pub mod models;
 pub mod pypi_index;
+pub mod queue;
+pub mod server;
+mod stubs;
 
 #[cfg(feature = "wheel")]
 pub use ct2rs as ct2;

@@ -1,0 +1,138 @@
+//! Command line: `serve`, `transcribe`, `models pull|list`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "whisper-serve", version, about = "Whisper speech-to-text service on CTranslate2")]
+pub struct Cli {
+    /// Config file (else $WHISPER_SERVE_CONFIG, else ./config.json, else defaults).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Transcribe files and print the text, without a server.
+    Transcribe {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Download or list models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Download a model (tiny, tiny.en, base, ..., large-v3, turbo) into model_dir.
+    Pull { name: String },
+    /// Show the models in model_dir.
+    List,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok((config, _source)) => config,
+        Err(e) => {
+            eprintln!("whisper-serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("whisper-serve: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command, config));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("whisper-serve: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { host, port } => {
+            if let Some(h) = host {
+                config.server.host = h;
+            }
+            if let Some(p) = port {
+                config.server.port = p;
+            }
+            let _log = crate::logging::init(&config.logging)?;
+            let addr = format!("{}:{}", config.server.host, config.server.port);
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            // The test harness and scripts read the bound port from this line.
+            println!("listening on {}", listener.local_addr()?);
+            crate::server::run(listener, config, crate::server::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Transcribe { files } => {
+            let engine = crate::server::load_engine(&config).await?;
+            let engine = std::sync::Arc::new(engine);
+            let options = crate::engine::DecodeOptions { beam_size: config.engine.beam_size, ..Default::default() };
+            let max_s = config.limits.max_audio_seconds;
+            let mut failed = false;
+            for file in files {
+                let (engine, options, path) = (engine.clone(), options.clone(), file.clone());
+                let result = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                    let bytes = std::fs::read(&path)?;
+                    let audio = crate::audio::decode(&bytes, max_s)?;
+                    Ok(engine.transcribe(&audio, &options)?.text)
+                })
+                .await?;
+                match result {
+                    Ok(text) => println!("{}: {}", file.display(), text),
+                    Err(e) => {
+                        eprintln!("{}: error: {e}", file.display());
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                anyhow::bail!("some files failed");
+            }
+            Ok(())
+        }
+        Command::Models { command } => match command {
+            ModelsCommand::Pull { name } => {
+                let mut opts = crate::models::PullOptions::from_env();
+                opts.progress = true;
+                let path = crate::models::pull(&name, &config.model.model_dir, &opts).await?;
+                println!("{}", path.display());
+                Ok(())
+            }
+            ModelsCommand::List => {
+                for m in crate::models::list(&config.model.model_dir) {
+                    let state = if m.complete { "" } else { " (incomplete)" };
+                    println!("{}\t{:.1} MB\t{}{}", m.name, m.bytes as f64 / 1e6, m.path.display(), state);
+                }
+                Ok(())
+            }
+        },
+    }
+}

@@ -1,0 +1,401 @@
+//! Long-form decoding as openai-whisper's `transcribe` does it: 30 s windows
+//! decoded with timestamp tokens, seeking to the end of the last complete
+//! segment, conditioning on the previous text, temperature fallback and
+//! no-speech skipping.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use super::mel::{HOP, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
+use super::{Engine, EngineError, Segment, Transcript};
+use crate::ct2::sys::{Device, StorageView, WhisperOptions};
+
+/// Seconds per timestamp token.
+const TIME_PRECISION: f64 = 0.02;
+/// Mel frames per encoder output position (3000 frames -> 1500 positions).
+const INPUT_STRIDE: usize = 2;
+/// Longest previous-text prompt: half the text context, minus one.
+const MAX_PROMPT_TOKENS: usize = 223;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    #[default]
+    Transcribe,
+    Translate,
+}
+
+/// Decoding settings; the defaults are openai-whisper's `transcribe` ones
+/// with beam search (beam 5), as faster-whisper uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    pub language: Option<String>,
+    pub task: Task,
+    pub beam_size: usize,
+    pub best_of: usize,
+    pub patience: f32,
+    pub length_penalty: f32,
+    pub temperatures: Vec<f32>,
+    pub compression_ratio_threshold: Option<f32>,
+    pub log_prob_threshold: Option<f32>,
+    pub no_speech_threshold: Option<f32>,
+    pub condition_on_previous_text: bool,
+    /// Tokens of an initial prompt (already encoded).
+    pub prompt_tokens: Vec<u32>,
+    pub without_timestamps: bool,
+    pub max_initial_timestamp: f32,
+    pub suppress_blank: bool,
+    /// -1 means the model's default set of non-speech tokens.
+    pub suppress_tokens: Vec<i32>,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            language: None,
+            task: Task::Transcribe,
+            beam_size: 5,
+            best_of: 5,
+            patience: 1.0,
+            length_penalty: 1.0,
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            compression_ratio_threshold: Some(2.4),
+            log_prob_threshold: Some(-1.0),
+            no_speech_threshold: Some(0.6),
+            condition_on_previous_text: true,
+            prompt_tokens: Vec::new(),
+            without_timestamps: false,
+            max_initial_timestamp: 1.0,
+            suppress_blank: true,
+            suppress_tokens: vec![-1],
+        }
+    }
+}
+
+/// One window's decoding result.
+struct WindowResult {
+    tokens: Vec<u32>,
+    temperature: f32,
+    avg_logprob: f32,
+    compression_ratio: f32,
+    no_speech_prob: f32,
+}
+
+pub(super) fn transcribe(
+    engine: &Engine,
+    audio: &[f32],
+    opts: &DecodeOptions,
+) -> Result<Transcript, EngineError> {
+    let tk = &engine.tokenizer;
+    let duration = audio.len() as f64 / SAMPLE_RATE as f64;
+    // As openai-whisper: features of the audio plus 30 s of silence (which
+    // only moves the normalisation's max), windows cut from the content.
+    let mel = engine.mel.compute(audio, N_SAMPLES);
+    let content_frames = mel.n_frames.saturating_sub(N_FRAMES);
+    let mut window = Vec::new();
+
+    let (language, language_probability) = if !engine.multilingual {
+        if opts.language.as_deref().is_some_and(|l| l != "en") || opts.task == Task::Translate {
+            return Err(EngineError::BadOption(
+                "this model is English-only: it cannot take another language or translate".into(),
+            ));
+        }
+        ("en".to_string(), 1.0)
+    } else if let Some(lang) = &opts.language {
+        if tk.language_token(lang).is_none() {
+            return Err(EngineError::BadOption(format!("unknown language `{lang}`")));
+        }
+        (lang.clone(), 1.0)
+    } else {
+        mel.window_into(0, content_frames.min(N_FRAMES), &mut window);
+        let features = storage(&mut window, mel.n_mels)?;
+        detect_language(engine, &features)?
+    };
+    let mut sot_sequence = vec![tk.sot];
+    if engine.multilingual {
+        sot_sequence.push(tk.language_token(&language).unwrap_or(tk.sot));
+        sot_sequence.push(match opts.task {
+            Task::Transcribe => tk.transcribe,
+            Task::Translate => tk.translate,
+        });
+    }
+    if opts.without_timestamps {
+        sot_sequence.push(tk.no_timestamps);
+    }
+
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut all_tokens: Vec<u32> = opts.prompt_tokens.clone();
+    let mut prompt_reset_since = 0;
+    let mut seek = 0usize;
+    while seek < content_frames {
+        let time_offset = (seek * HOP) as f64 / SAMPLE_RATE as f64;
+        let segment_size = N_FRAMES.min(content_frames - seek);
+        let segment_duration = (segment_size * HOP) as f64 / SAMPLE_RATE as f64;
+        mel.window_into(seek, segment_size, &mut window);
+        let features = storage(&mut window, mel.n_mels)?;
+        let encoded = engine
+            .whisper
+            .encode(&features, false)
+            .map_err(|e| EngineError::Inference(e.to_string()))?;
+
+        let previous = &all_tokens[prompt_reset_since..];
+        let previous = &previous[previous.len().saturating_sub(MAX_PROMPT_TOKENS)..];
+        let mut prompt: Vec<u32> = Vec::with_capacity(previous.len() + 5);
+        if !previous.is_empty() {
+            prompt.push(tk.sot_prev);
+            prompt.extend_from_slice(previous);
+        }
+        prompt.extend_from_slice(&sot_sequence);
+        let result = decode_with_fallback(engine, &encoded, &prompt, opts)?;
+
+        if let Some(ns) = opts.no_speech_threshold {
+            let silent = result.no_speech_prob > ns
+                && !opts.log_prob_threshold.is_some_and(|lp| result.avg_logprob > lp);
+            if silent {
+                seek += segment_size;
+                continue;
+            }
+        }
+
+        let split = split_by_timestamps(&result.tokens, tk.timestamp_begin, segment_size);
+        let first_new = segments.len();
+        for piece in &split.pieces {
+            let tokens = result.tokens[piece.tokens.clone()].to_vec();
+            let text = tk.decode(&tokens);
+            let (start, end) = match piece.times {
+                Some((s, e)) => (time_offset + s, time_offset + e),
+                None => (time_offset, time_offset + split.duration.unwrap_or(segment_duration)),
+            };
+            if text.trim().is_empty() || end <= start {
+                continue;
+            }
+            segments.push(Segment {
+                id: segments.len(),
+                seek,
+                start: round2(start),
+                end: round2(end.min(duration.max(start))),
+                text,
+                tokens,
+                temperature: result.temperature,
+                avg_logprob: result.avg_logprob,
+                compression_ratio: result.compression_ratio,
+                no_speech_prob: result.no_speech_prob,
+            });
+        }
+        seek += split.seek_advance;
+        for s in &segments[first_new..] {
+            all_tokens.extend_from_slice(&s.tokens);
+        }
+        if !opts.condition_on_previous_text || result.temperature > 0.5 {
+            prompt_reset_since = all_tokens.len();
+        }
+    }
+    let text = segments.iter().map(|s| s.text.as_str()).collect::<String>().trim().to_string();
+    Ok(Transcript { text, segments, language, language_probability, duration })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn storage(window: &mut [f32], n_mels: usize) -> Result<StorageView<'_>, EngineError> {
+    StorageView::new(&[1, n_mels, N_FRAMES], window, Device::CPU)
+        .map_err(|e| EngineError::Inference(e.to_string()))
+}
+
+fn detect_language(engine: &Engine, features: &StorageView) -> Result<(String, f32), EngineError> {
+    let results = engine
+        .whisper
+        .detect_language(features)
+        .map_err(|e| EngineError::Inference(e.to_string()))?;
+    let best = results.first().and_then(|r| r.first());
+    Ok(match best {
+        Some(d) => (d.language.trim_start_matches("<|").trim_end_matches("|>").to_string(), d.probability),
+        None => ("en".to_string(), 0.0),
+    })
+}
+
+fn decode_with_fallback(
+    engine: &Engine,
+    encoded: &StorageView,
+    prompt: &[u32],
+    opts: &DecodeOptions,
+) -> Result<WindowResult, EngineError> {
+    let tk = &engine.tokenizer;
+    let prompt_strings: Vec<&str> = prompt.iter().filter_map(|&id| tk.token(id)).collect();
+    let temperatures: &[f32] = if opts.temperatures.is_empty() { &[0.0] } else { &opts.temperatures };
+    let mut last = None;
+    for &temperature in temperatures {
+        let sampling = temperature > 0.0;
+        let options = WhisperOptions {
+            beam_size: if sampling { 1 } else { opts.beam_size.max(1) },
+            patience: opts.patience,
+            length_penalty: opts.length_penalty,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            max_length: 448,
+            sampling_topk: if sampling { 0 } else { 1 },
+            sampling_temperature: if sampling { temperature } else { 1.0 },
+            num_hypotheses: if sampling { opts.best_of.max(1) } else { 1 },
+            return_scores: true,
+            return_logits_vocab: false,
+            return_no_speech_prob: true,
+            max_initial_timestamp_index: (opts.max_initial_timestamp as f64 / TIME_PRECISION).round() as usize,
+            suppress_blank: opts.suppress_blank,
+            suppress_tokens: opts.suppress_tokens.clone(),
+        };
+        let results = engine
+            .whisper
+            .generate(encoded, &[prompt_strings.clone()], &options)
+            .map_err(|e| EngineError::Inference(e.to_string()))?;
+        let r = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| EngineError::Inference("no generation result".into()))?;
+        let tokens: Vec<u32> = r
+            .sequences_ids
+            .first()
+            .map(|s| s.iter().map(|&t| t as u32).collect())
+            .unwrap_or_default();
+        let score = r.scores.first().copied().unwrap_or(f32::NEG_INFINITY);
+        let n = tokens.len() as f32;
+        // CTranslate2 returns the length-normalised score; undo it as
+        // faster-whisper does to get openai-whisper's avg_logprob.
+        let avg_logprob = score * n.powf(opts.length_penalty) / (n + 1.0);
+        let text = tk.decode(&tokens);
+        let compression_ratio = compression_ratio(&text);
+        let result = WindowResult { tokens, temperature, avg_logprob, compression_ratio, no_speech_prob: r.no_speech_prob };
+
+        let mut needs_fallback = opts.compression_ratio_threshold.is_some_and(|t| compression_ratio > t)
+            || opts.log_prob_threshold.is_some_and(|t| avg_logprob < t);
+        if opts.no_speech_threshold.is_some_and(|t| result.no_speech_prob > t)
+            && opts.log_prob_threshold.is_some_and(|t| avg_logprob < t)
+        {
+            needs_fallback = false; // silence: no point in sampling harder
+        }
+        last = Some(result);
+        if !needs_fallback {
+            break;
+        }
+    }
+    last.ok_or_else(|| EngineError::Inference("no temperature to decode with".into()))
+}
+
+/// gzip-style compression ratio of the text, openai-whisper's repetition test.
+pub fn compression_ratio(text: &str) -> f32 {
+    if text.is_empty() {
+        return 0.0;
+    }
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    if enc.write_all(text.as_bytes()).is_err() {
+        return 0.0;
+    }
+    match enc.finish() {
+        Ok(z) if !z.is_empty() => text.len() as f32 / z.len() as f32,
+        _ => 0.0,
+    }
+}
+
+/// A decoded window cut into segments at pairs of timestamp tokens.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Split {
+    pub pieces: Vec<Piece>,
+    /// Frames to move the window by.
+    pub seek_advance: usize,
+    /// Without timestamp pairs: the duration the last timestamp gives, if any.
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, PartialEq)]
+pub(crate) struct Piece {
+    pub tokens: std::ops::Range<usize>,
+    /// Start and end within the window, from its timestamp tokens.
+    pub times: Option<(f64, f64)>,
+}
+
+/// openai-whisper's segment splitting: consecutive timestamp tokens close
+/// one segment and open the next. When the window ends on a complete
+/// segment the next window starts after it; otherwise it starts at the last
+/// timestamp, so a sentence cut by the window is decoded again, whole.
+pub(crate) fn split_by_timestamps(tokens: &[u32], ts_begin: u32, segment_size: usize) -> Split {
+    let is_ts = |t: u32| t >= ts_begin;
+    let n = tokens.len();
+    let single_ending = n >= 2 && !is_ts(tokens[n - 2]) && is_ts(tokens[n - 1]);
+    let mut consecutive: Vec<usize> =
+        (1..n).filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1])).collect();
+    if !consecutive.is_empty() {
+        if single_ending {
+            consecutive.push(n);
+        }
+        let mut pieces = Vec::new();
+        let mut last = 0;
+        for &cut in &consecutive {
+            let sliced = &tokens[last..cut];
+            if let (Some(&a), Some(&b)) = (sliced.first(), sliced.last()) {
+                let start = if is_ts(a) { (a - ts_begin) as f64 * TIME_PRECISION } else { 0.0 };
+                let end = if is_ts(b) { (b - ts_begin) as f64 * TIME_PRECISION } else { start };
+                pieces.push(Piece { tokens: last..cut, times: Some((start, end)) });
+            }
+            last = cut;
+        }
+        let seek_advance = if single_ending {
+            segment_size
+        } else {
+            let last_ts = tokens[last - 1].saturating_sub(ts_begin) as usize;
+            (last_ts * INPUT_STRIDE).min(segment_size).max(1)
+        };
+        Split { pieces, seek_advance, duration: None }
+    } else {
+        let last_ts = tokens.iter().rev().copied().find(|&t| is_ts(t));
+        let duration = match last_ts {
+            Some(t) if t != ts_begin => Some((t - ts_begin) as f64 * TIME_PRECISION),
+            _ => None,
+        };
+        Split { pieces: vec![Piece { tokens: 0..n, times: None }], seek_advance: segment_size, duration }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TB: u32 = 1000; // timestamp_begin in these tests; words are < TB
+
+    #[test]
+    fn complete_segments_move_to_the_end_of_the_window() {
+        // <0.00> a b <1.00><1.00> c <2.00> : single timestamp ending
+        let toks = [TB, 1, 2, TB + 50, TB + 50, 3, TB + 100];
+        let s = split_by_timestamps(&toks, TB, 3000);
+        assert_eq!(s.pieces.len(), 2);
+        assert_eq!(s.pieces[0].times, Some((0.0, 1.0)));
+        assert_eq!(s.pieces[1].times, Some((1.0, 2.0)));
+        assert_eq!(s.seek_advance, 3000);
+    }
+
+    #[test]
+    fn an_unfinished_segment_is_decoded_again_from_the_last_timestamp() {
+        // <0.00> a <5.00><5.00> b c   (cut by the window end)
+        let toks = [TB, 1, TB + 250, TB + 250, 2, 3];
+        let s = split_by_timestamps(&toks, TB, 3000);
+        assert_eq!(s.pieces.len(), 1);
+        assert_eq!(s.pieces[0].tokens, 0..3);
+        assert_eq!(s.seek_advance, 500); // 5 s = 250 positions = 500 frames
+    }
+
+    #[test]
+    fn no_timestamp_pairs_make_one_segment() {
+        let toks = [TB, 1, 2, TB + 150];
+        let s = split_by_timestamps(&toks, TB, 1200);
+        assert_eq!(s.pieces, vec![Piece { tokens: 0..4, times: None }]);
+        assert_eq!(s.duration, Some(3.0));
+        assert_eq!(s.seek_advance, 1200);
+    }
+
+    #[test]
+    fn repetition_compresses_well() {
+        let rep = "the the the the the the the the the the the the the the the the the";
+        assert!(compression_ratio(rep) > 2.4);
+        assert!(compression_ratio("And so my fellow Americans, ask not what your country can do for you.") < 2.4);
+    }
+}

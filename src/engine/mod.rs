@@ -1,0 +1,157 @@
+//! The speech recogniser: CTranslate2's Whisper driven through its low-level
+//! calls (encode, generate, detect_language), with our own features and
+//! long-form decoding. All calls block: run them on worker threads, never on
+//! the async runtime.
+
+mod decode;
+pub mod mel;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ct2::sys::{self as ct2, ComputeType, Device, Whisper};
+pub use decode::{DecodeOptions, Task};
+use mel::MelExtractor;
+use tokenizer::Tokenizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot load the model at {path}: {message}")]
+    Load { path: String, message: String },
+    #[error("device cuda asked for, but no usable CUDA GPU was found{0}")]
+    NoCuda(String),
+    #[error("unknown compute type `{0}`")]
+    ComputeType(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("{0}")]
+    BadOption(String),
+}
+
+/// Where and how to run the model.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub cuda: bool,
+    /// A CTranslate2 compute type name (int8, float16, ...), already resolved from "auto".
+    pub compute_type: String,
+    pub threads_per_replica: usize,
+    /// Replicas share one copy of the weights per device (CTranslate2 loads
+    /// a device's replicas as views of the same model).
+    pub num_replicas: usize,
+    /// GPU share per replica; replica i goes to GPU floor(i * gpu_per_replica).
+    pub gpu_per_replica: f64,
+}
+
+/// Whether a CUDA GPU and NVIDIA's run-time libraries are usable here.
+pub fn cuda_available() -> bool {
+    // The wheel's library loads CUDA lazily and reports 0 devices when the
+    // driver or libraries are missing.
+    std::panic::catch_unwind(|| ct2::get_device_count(Device::CUDA))
+        .map(|n| n > 0)
+        .unwrap_or(false)
+}
+
+fn compute_type(name: &str) -> Result<ComputeType, EngineError> {
+    Ok(match name {
+        "default" => ComputeType::DEFAULT,
+        "auto" => ComputeType::AUTO,
+        "float32" => ComputeType::FLOAT32,
+        "int8" => ComputeType::INT8,
+        "int8_float32" => ComputeType::INT8_FLOAT32,
+        "int8_float16" => ComputeType::INT8_FLOAT16,
+        "int8_bfloat16" => ComputeType::INT8_BFLOAT16,
+        "int16" => ComputeType::INT16,
+        "float16" => ComputeType::FLOAT16,
+        "bfloat16" => ComputeType::BFLOAT16,
+        other => return Err(EngineError::ComputeType(other.to_string())),
+    })
+}
+
+/// One transcribed stretch of audio, as openai-whisper reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Segment {
+    pub id: usize,
+    /// Frame offset (10 ms units) of the 30 s window it was decoded in.
+    pub seek: usize,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub temperature: f32,
+    pub avg_logprob: f32,
+    pub compression_ratio: f32,
+    pub no_speech_prob: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Transcript {
+    pub text: String,
+    pub segments: Vec<Segment>,
+    pub language: String,
+    pub language_probability: f32,
+    /// Seconds of audio.
+    pub duration: f64,
+}
+
+pub struct Engine {
+    whisper: Whisper,
+    tokenizer: Tokenizer,
+    mel: MelExtractor,
+    multilingual: bool,
+    model_path: PathBuf,
+    cuda: bool,
+}
+
+impl Engine {
+    pub fn load(path: &Path, opts: &EngineOptions) -> Result<Self, EngineError> {
+        let load_err = |message: String| EngineError::Load { path: path.display().to_string(), message };
+        if opts.cuda && !cuda_available() {
+            return Err(EngineError::NoCuda(
+                " (check the NVIDIA driver and that libcudart/libcublas 12 are on the library path)".into(),
+            ));
+        }
+        let tokenizer = Tokenizer::from_model_dir(path).map_err(|e| load_err(e.to_string()))?;
+        let replicas = opts.num_replicas.max(1);
+        let device_indices: Vec<i32> = if opts.cuda {
+            (0..replicas).map(|i| (i as f64 * opts.gpu_per_replica).floor() as i32).collect()
+        } else {
+            vec![0; replicas]
+        };
+        let config = ct2::Config {
+            device: if opts.cuda { Device::CUDA } else { Device::CPU },
+            compute_type: compute_type(&opts.compute_type)?,
+            device_indices,
+            tensor_parallel: false,
+            num_threads_per_replica: opts.threads_per_replica,
+            max_queued_batches: 0,
+            cpu_core_offset: -1,
+        };
+        let whisper = Whisper::new(path, config).map_err(|e| load_err(e.to_string()))?;
+        let multilingual = whisper.is_multilingual();
+        let mel = MelExtractor::new(whisper.n_mels());
+        Ok(Self { whisper, tokenizer, mel, multilingual, model_path: path.to_path_buf(), cuda: opts.cuda })
+    }
+
+    pub fn is_multilingual(&self) -> bool {
+        self.multilingual
+    }
+
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    pub fn is_cuda(&self) -> bool {
+        self.cuda
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Transcribes 16 kHz mono samples of any length.
+    pub fn transcribe(&self, audio: &[f32], opts: &DecodeOptions) -> Result<Transcript, EngineError> {
+        decode::transcribe(self, audio, opts)
+    }
+}

@@ -1,0 +1,241 @@
+//! The single-machine server: binds first (so /health can say "loading"),
+//! then fetches and loads the model in the background, serves until the
+//! shutdown future resolves, and drains in-flight work before returning.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Config, DeviceKind};
+use crate::engine::{self, DecodeOptions, Engine, EngineOptions};
+use crate::error::ApiError;
+use crate::models;
+use crate::queue::Dispatcher;
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    dispatcher: OnceLock<Arc<Dispatcher>>,
+    load_error: OnceLock<String>,
+    in_flight: AtomicUsize,
+    gpu_memory_bits: AtomicU64,
+}
+
+/// Holds an admission slot for as long as a request is being served.
+pub struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>) -> Self {
+        Self {
+            config,
+            dispatcher: OnceLock::new(),
+            load_error: OnceLock::new(),
+            in_flight: AtomicUsize::new(0),
+            gpu_memory_bits: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// Ok when the model is loaded; Err(Some(reason)) when loading failed.
+    pub fn readiness(&self) -> Result<(), Option<String>> {
+        if self.dispatcher.get().is_some() {
+            Ok(())
+        } else {
+            Err(self.load_error.get().cloned())
+        }
+    }
+
+    pub fn dispatcher(&self) -> Result<&Arc<Dispatcher>, ApiError> {
+        match self.dispatcher.get() {
+            Some(d) => Ok(d),
+            None if self.load_error.get().is_some() => {
+                Err(ApiError::Engine(self.load_error.get().cloned().unwrap_or_default()))
+            }
+            None => Err(ApiError::Loading),
+        }
+    }
+
+    /// Enforces `deployment.max_concurrent_queries` (Ray Serve's cap on
+    /// requests in flight), when set.
+    pub fn admit(&self) -> Result<Slot<'_>, ApiError> {
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = Slot(&self.in_flight);
+        match self.config.deployment.max_concurrent_queries {
+            Some(max) if n > max as usize => Err(ApiError::QueueFull { retry_after_s: 1 }),
+            _ => Ok(slot),
+        }
+    }
+
+    pub fn default_decode_options(&self) -> DecodeOptions {
+        DecodeOptions { beam_size: self.config.engine.beam_size, ..DecodeOptions::default() }
+    }
+
+    pub fn gpu_memory_gb(&self) -> f64 {
+        f64::from_bits(self.gpu_memory_bits.load(Ordering::Relaxed))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Model(#[from] models::ModelError),
+    #[error("{0}")]
+    Engine(#[from] engine::EngineError),
+}
+
+/// Resolves the engine settings from the config: device, compute type, threads.
+pub fn engine_options(config: &Config) -> Result<EngineOptions, engine::EngineError> {
+    let cuda = match config.model.device {
+        DeviceKind::Cpu => false,
+        DeviceKind::Cuda => {
+            if !engine::cuda_available() {
+                return Err(engine::EngineError::NoCuda(
+                    " (model.device is \"cuda\"; use \"auto\" or \"cpu\" on machines without one)".into(),
+                ));
+            }
+            true
+        }
+        DeviceKind::Auto => engine::cuda_available(),
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    Ok(EngineOptions {
+        cuda,
+        compute_type: config.resolved_compute_type(cuda).to_string(),
+        threads_per_replica: config.threads_per_replica(cores),
+        num_replicas: config.deployment.num_replicas as usize,
+        gpu_per_replica: config.deployment.gpu_per_replica,
+    })
+}
+
+/// Fetches the configured model if missing and loads it.
+pub async fn load_engine(config: &Config) -> Result<Engine, ServerError> {
+    let opts = engine_options(config)?;
+    let path = models::ensure(&config.model.size, &config.model.model_dir, &models::PullOptions::from_env()).await?;
+    tracing::info!(model = %path.display(), cuda = opts.cuda, compute_type = %opts.compute_type,
+        replicas = opts.num_replicas, threads_per_replica = opts.threads_per_replica, "loading model");
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&path, &opts))
+        .await
+        .map_err(|e| engine::EngineError::Inference(e.to_string()))??;
+    Ok(engine)
+}
+
+/// Serves on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let config = Arc::new(config);
+    let state = Arc::new(AppState::new(config.clone()));
+
+    let loader = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            match load_engine(&state.config).await {
+                Ok(engine) => {
+                    let replicas = state.config.deployment.num_replicas as usize;
+                    let engine = Arc::new(engine);
+                    if engine.is_cuda() {
+                        tokio::spawn(watch_gpu_memory(state.clone()));
+                    }
+                    let d = Dispatcher::start(engine, replicas, state.config.limits.max_queue);
+                    let _ = state.dispatcher.set(Arc::new(d));
+                    tracing::info!("model loaded; ready");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "model failed to load");
+                    let _ = state.load_error.set(e.to_string());
+                }
+            }
+        })
+    };
+
+    let app = crate::api::router(state.clone())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string();
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    loader.abort();
+    if let Some(d) = state.dispatcher.get().cloned() {
+        drop(state);
+        // Finish the queued jobs before returning.
+        if let Ok(d) = Arc::try_unwrap(d) {
+            let _ = tokio::task::spawn_blocking(move || d.shutdown()).await;
+        }
+    }
+    Ok(())
+}
+
+/// Samples the GPU memory in use for the `gpu_memory` field.
+async fn watch_gpu_memory(state: Arc<AppState>) {
+    loop {
+        let out = tokio::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=memory.used", "--format=csv,noheader,nounits"])
+            .output()
+            .await;
+        let Ok(out) = out else { return };
+        let mib: f64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<f64>().ok())
+            .sum();
+        state.gpu_memory_bits.store((mib / 1024.0).to_bits(), Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C, or, with WHISPER_SERVE_EXIT_ON_STDIN_EOF=1,
+/// when standard input closes (the parent process went away): supervisors
+/// and test harnesses use it so no server outlives them.
+pub async fn shutdown_signal() {
+    let stdin_eof = async {
+        if std::env::var("WHISPER_SERVE_EXIT_ON_STDIN_EOF").as_deref() == Ok("1") {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 64];
+            let mut stdin = tokio::io::stdin();
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {}, _ = stdin_eof => {} }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

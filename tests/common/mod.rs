@@ -1,0 +1,204 @@
+//! Shared test harness: starts the real `whisper-serve` binary on port 0
+//! with the real model, and reads the real speech in ../shared/speech.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn speech() -> PathBuf {
+    repo().join("../shared/speech")
+}
+
+pub fn jfk_wav() -> PathBuf {
+    speech().join("jfk_whisper_cpp/jfk.wav")
+}
+
+pub const JFK_TEXT: &str =
+    "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+
+/// Where the test models live (`.ci/run` pulls tiny.en there).
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("WHISPER_SERVE_TEST_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("models"))
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_whisper-serve")
+}
+
+/// A config for tests: tiny.en on CPU, console logs only, port 0.
+pub fn test_config(overrides: Value) -> Value {
+    let mut c = json!({
+        "server": {"host": "127.0.0.1", "port": 0, "num_cpus": 2},
+        "model": {"size": "tiny.en", "device": "cpu", "model_dir": model_dir()},
+        "deployment": {"num_replicas": 1, "cpu_per_replica": 2},
+        "logging": {"level": "WARNING", "file": null}
+    });
+    merge(&mut c, overrides);
+    c
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// A running server; killed on drop.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(config: Value) -> Server {
+        Self::start_env(config, &[])
+    }
+
+    /// Starts with extra environment variables (e.g. config overrides).
+    pub fn start_env(config: Value, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write config");
+        let mut child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("WHISPER_SERVE_EXIT_ON_STDIN_EOF", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start whisper-serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line.expect("read stdout");
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                url = Some(format!("http://{addr}"));
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let url = url.expect("the server printed no listening address");
+        let server = Server { child, url, _dir: dir };
+        server.wait_healthy(Duration::from_secs(120));
+        server
+    }
+
+    pub fn wait_healthy(&self, limit: Duration) {
+        let client = reqwest::blocking::Client::new();
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = client.get(format!("{}/health", self.url)).send() {
+                if r.status() == 200 {
+                    return;
+                }
+                let body: Value = r.json().unwrap_or(Value::Null);
+                assert_ne!(body["status"], "error", "model failed to load: {body}");
+            }
+            assert!(start.elapsed() < limit, "server not healthy within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.stdin.take().map(|mut s| s.flush());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(900)).build().expect("client")
+}
+
+/// POSTs `bytes` as the multipart field `field` named `filename`.
+pub fn post_file(url: &str, field: &str, filename: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let part = reqwest::blocking::multipart::Part::bytes(bytes).file_name(filename.to_string());
+    let form = reqwest::blocking::multipart::Form::new().part(field.to_string(), part);
+    let r = client().post(url).multipart(form).send().expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+pub fn transcribe_file(server: &Server, path: &Path) -> (u16, Value) {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("audio.wav").to_string();
+    post_file(&format!("{}/transcribe", server.url), "audio_file", &name, std::fs::read(path).expect("read audio"))
+}
+
+/// Every clip with its reference: (path, reference text). The JFK FLAC is
+/// the same speech as jfk.wav, so it is counted once (as jfk.wav).
+pub fn corpus() -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(speech())
+        .expect("../shared/speech")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("refs.tsv").exists())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let refs = std::fs::read_to_string(dir.join("refs.tsv")).expect("refs.tsv");
+        for line in refs.lines() {
+            let Some((file, text)) = line.split_once('\t') else { continue };
+            if file == "file" || (dir.ends_with("jfk_openai_whisper") && file == "jfk.flac") {
+                continue;
+            }
+            out.push((dir.join(file), text.to_string()));
+        }
+    }
+    out
+}
+
+pub fn python() -> PathBuf {
+    std::env::var_os("WHISPER_SERVE_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+/// Corpus WER with Whisper's English normaliser (tests/support/wer.py).
+pub fn wer(pairs: &[(String, String)]) -> f64 {
+    let input: Vec<Value> = pairs.iter().map(|(r, h)| json!({"ref": r, "hyp": h})).collect();
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/support/wer.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python with jiwer and whisper-normalizer (run .ci/run, or set WHISPER_SERVE_PYTHON)");
+    child.stdin.take().expect("stdin").write_all(&serde_json::to_vec(&input).expect("json")).expect("write");
+    let out = child.wait_with_output().expect("wer.py");
+    assert!(out.status.success(), "wer.py failed");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a WER number")
+}
+
+/// Runs a command-line tool used to make test audio (sox, ffmpeg).
+pub fn tool(cmd: &str, args: &[&str]) {
+    let status = Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("`{cmd}` is needed by this test (apt-get install sox ffmpeg): {e}"));
+    assert!(status.success(), "{cmd} {args:?} failed");
+}
