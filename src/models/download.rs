@@ -270,7 +270,7 @@ async fn verify(path: &Path, expect: &Expect) -> Result<Result<(), (String, Stri
     }
 }
 
-fn verify_blocking(path: &Path, expect: &Expect) -> std::io::Result<Result<(), (String, String)>> {
+pub(crate) fn verify_blocking(path: &Path, expect: &Expect) -> std::io::Result<Result<(), (String, String)>> {
     let len = std::fs::metadata(path)?.len();
     if let Some(size) = expect.size.filter(|size| *size != len) {
         return Ok(Err((format!("{size} bytes"), format!("{len} bytes"))));

