@@ -1,1 +1,0 @@
-//! Model names, folders and downloads. (Being written.)
