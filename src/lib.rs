@@ -5,12 +5,10 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
-#[path = "stubs_models.rs"]
 pub mod models;
 pub mod pypi_index;
 pub mod queue;
 pub mod server;
-mod stubs;
 
 #[cfg(feature = "wheel")]
 pub use ct2rs as ct2;
