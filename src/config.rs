@@ -24,7 +24,7 @@ pub const MODEL_SIZES: &[&str] = &[
     "large-v1", "large-v2", "large-v3", "large", "turbo",
 ];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -112,19 +112,6 @@ pub struct EngineConfig {
     /// Threads per replica; 0 = derived from the deployment section.
     pub threads_per_replica: u32,
     pub beam_size: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            model: ModelConfig::default(),
-            deployment: DeploymentConfig::default(),
-            logging: LoggingConfig::default(),
-            limits: LimitsConfig::default(),
-            engine: EngineConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {

@@ -2,6 +2,7 @@
 pub mod audio;
 pub mod config;
 pub mod error;
+pub mod logging;
 pub mod models;
 pub mod pypi_index;
 
