@@ -20,6 +20,8 @@ use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 use symphonia::core::sample::Sample;
 
+mod mp4_edit;
+
 pub const SAMPLE_RATE: u32 = 16_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,9 @@ fn decode_inner(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> 
     let mut seconds = 0.0f64;
     let mut decoded_packets = 0usize;
     let mut first_error: Option<String> = None;
+    let edit = mp4_edit::audio_edit(bytes);
+    // Frames decoded so far, for applying `edit`.
+    let mut position = 0u64;
 
     loop {
         let packet = match format.next_packet() {
@@ -160,6 +165,18 @@ fn decode_inner(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> 
 
         mono.clear();
         downmix(&buf, &mut mono);
+        let mut kept = &mono[..];
+        if let Some(edit) = &edit {
+            let (first, end) = edit.frames(rate);
+            let len = mono.len() as u64;
+            let start = position;
+            let clip = |f: u64| f.saturating_sub(start).min(len) as usize;
+            kept = &mono[clip(first)..clip(end).max(clip(first))];
+            position += len;
+            if kept.is_empty() {
+                continue;
+            }
+        }
         // A stream may change rate midway (e.g. concatenated MP3s): each
         // run of one rate is resampled on its own.
         if segment.as_ref().is_some_and(|s| s.rate != rate) {
@@ -171,7 +188,7 @@ fn decode_inner(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> 
             Some(s) => s,
             None => segment.insert(Segment::new(rate)?),
         };
-        seg.push(&mono, &mut out)?;
+        seg.push(kept, &mut out)?;
     }
     if let Some(s) = segment.take() {
         s.finish(&mut out)?;
