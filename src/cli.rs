@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::engine::Transcript;
 
 #[derive(Parser, Debug)]
 #[command(name = "whisper-serve", version, about = "Whisper speech-to-text service on CTranslate2")]
@@ -30,6 +31,9 @@ pub enum Command {
     Transcribe {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// One JSON object per file (text, segments, audio seconds, seconds taken).
+        #[arg(long)]
+        json: bool,
     },
     /// Download or list models.
     Models {
@@ -91,7 +95,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             crate::server::run(listener, config, crate::server::shutdown_signal()).await?;
             Ok(())
         }
-        Command::Transcribe { files } => {
+        Command::Transcribe { files, json } => {
             let engine = crate::server::load_engine(&config).await?;
             let engine = std::sync::Arc::new(engine);
             let options = crate::engine::DecodeOptions { beam_size: config.engine.beam_size, ..Default::default() };
@@ -99,14 +103,23 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             let mut failed = false;
             for file in files {
                 let (engine, options, path) = (engine.clone(), options.clone(), file.clone());
-                let result = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                let result = tokio::task::spawn_blocking(move || -> anyhow::Result<(Transcript, f64)> {
+                    let started = std::time::Instant::now();
                     let bytes = std::fs::read(&path)?;
                     let audio = crate::audio::decode(&bytes, max_s)?;
-                    Ok(engine.transcribe(&audio, &options)?.text)
+                    let transcript = engine.transcribe(&audio, &options)?;
+                    Ok((transcript, started.elapsed().as_secs_f64()))
                 })
                 .await?;
                 match result {
-                    Ok(text) => println!("{}: {}", file.display(), text),
+                    Ok((t, seconds)) if json => {
+                        let line = serde_json::json!({
+                            "file": file, "text": t.text, "language": t.language,
+                            "duration": t.duration, "seconds": seconds, "segments": t.segments,
+                        });
+                        println!("{line}");
+                    }
+                    Ok((t, _)) => println!("{}: {}", file.display(), t.text),
                     Err(e) => {
                         eprintln!("{}: error: {e}", file.display());
                         failed = true;

@@ -112,6 +112,12 @@ pub struct TranscribeBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        match self {
+            ApiError::Loading => tracing::debug!(code = self.code(), "{self}"),
+            ApiError::Engine(_) | ApiError::Timeout(_) => tracing::error!(code = self.code(), "{self}"),
+            _ if self.status().is_server_error() => tracing::warn!(code = self.code(), "{self}"),
+            _ => tracing::info!(code = self.code(), "{self}"),
+        }
         let body = TranscribeBody {
             success: false,
             text: String::new(),

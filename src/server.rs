@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::config::{Config, DeviceKind};
 use crate::engine::{self, DecodeOptions, Engine, EngineOptions};
@@ -170,7 +171,10 @@ pub async fn run(
                 .unwrap_or("-")
                 .to_string();
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
-        }))
+        })
+        // Errors are logged where they are answered (error.rs), with their cause.
+        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+        .on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
 

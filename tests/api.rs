@@ -81,11 +81,11 @@ fn bad_input_gets_the_right_status_and_the_server_stays_healthy() {
     let (s, b) = post_file(&url, "audio_file", "noise.wav", noise);
     assert_error(s, &b, 400);
 
-    // A truncated MP3 (only its first 600 bytes: no complete frame).
+    // A truncated MP3 (only its first 300 bytes: no complete frame).
     let mp3 = tmp.path().join("jfk.mp3");
     tool("ffmpeg", &["-y", "-loglevel", "error", "-i", jfk_wav().to_str().unwrap(), mp3.to_str().unwrap()]);
     let bytes = std::fs::read(&mp3).unwrap();
-    let (s, b) = post_file(&url, "audio_file", "cut.mp3", bytes[..600].to_vec());
+    let (s, b) = post_file(&url, "audio_file", "cut.mp3", bytes[..300].to_vec());
     assert_error(s, &b, 400);
     // Cut at 60 %: what is there is transcribed, as ffmpeg-based servers do.
     let (s, b) = post_file(&url, "audio_file", "cut.mp3", bytes[..bytes.len() * 6 / 10].to_vec());
@@ -103,13 +103,18 @@ fn bad_input_gets_the_right_status_and_the_server_stays_healthy() {
     assert!(b["error"].as_str().unwrap_or_default().contains("audio_file"), "{b}");
 
     // 150 MB upload against the 100 MB default limit.
-    let (s, b) = post_file(&url, "audio_file", "big.wav", vec![0u8; 150 * 1024 * 1024]);
+    let big = tmp.path().join("big.wav");
+    std::fs::write(&big, vec![0u8; 150 * 1024 * 1024]).unwrap();
+    let (s, b) = curl_post(&url, "audio_file", &big);
     assert_error(s, &b, 413);
 
-    // Valid headers claiming hours of audio: WAV (data size 0xFFFFFFF0) and FLAC.
+    // Valid headers claiming hours of audio: WAV and FLAC.
     let mut wav = std::fs::read(jfk_wav()).unwrap()[..4096].to_vec();
     let data = wav.windows(4).position(|w| w == b"data").unwrap();
-    wav[data + 4..data + 8].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let claimed: u32 = 0xF000_0000; // 35 hours of 16 kHz 16-bit mono
+    wav[data + 4..data + 8].copy_from_slice(&claimed.to_le_bytes());
+    let riff = claimed + data as u32; // RIFF size: everything after its 8-byte header
+    wav[4..8].copy_from_slice(&riff.to_le_bytes());
     let (s, b) = post_file(&url, "audio_file", "hours.wav", wav);
     assert_error(s, &b, 413);
     // A real FLAC file whose STREAMINFO claims 2^36 - 1 samples (days).

@@ -57,7 +57,10 @@ fn the_shipped_config_json_is_the_original_schema_and_loads() {
 fn an_environment_override_takes_effect_in_the_running_server() {
     // The override lowers the upload limit to 1 MB: a 2 MB upload is refused.
     let server = Server::start_env(test_config(json!({})), &[("WHISPER_SERVE__LIMITS__MAX_UPLOAD_MB", "1")]);
-    let (status, body) = post_file(&format!("{}/transcribe", server.url), "audio_file", "a.wav", vec![0; 2 << 20]);
+    let dir = tempfile::tempdir().unwrap();
+    let two_mb = dir.path().join("a.wav");
+    std::fs::write(&two_mb, vec![0u8; 2 << 20]).unwrap();
+    let (status, body) = curl_post(&format!("{}/transcribe", server.url), "audio_file", &two_mb);
     assert_eq!(status, 413, "{body}");
     let (status, _) = transcribe_file(&server, &jfk_wav());
     assert_eq!(status, 200);

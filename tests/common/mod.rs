@@ -145,6 +145,22 @@ pub fn post_file(url: &str, field: &str, filename: &str, bytes: Vec<u8>) -> (u16
     (status, body)
 }
 
+/// POSTs a file with curl, which (like most HTTP clients for large bodies)
+/// sends `Expect: 100-continue`, so a refused upload is answered before the
+/// body is sent.
+pub fn curl_post(url: &str, field: &str, path: &Path) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\\n%{http_code}", "-F"])
+        .arg(format!("{field}=@{}", path.display()))
+        .arg(url)
+        .output()
+        .expect("curl is needed by this test (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+    (code.trim().parse().unwrap_or(0), body)
+}
+
 pub fn transcribe_file(server: &Server, path: &Path) -> (u16, Value) {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("audio.wav").to_string();
     post_file(&format!("{}/transcribe", server.url), "audio_file", &name, std::fs::read(path).expect("read audio"))
