@@ -32,7 +32,10 @@ fn seconds(samples: &[f32]) -> f64 {
 fn ncc(a: &[f32], b: &[f32], lag: isize) -> f64 {
     let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
     for (i, &x) in a.iter().enumerate() {
-        let Some(&y) = usize::try_from(i as isize + lag).ok().and_then(|j| b.get(j)) else {
+        let Some(&y) = usize::try_from(i as isize + lag)
+            .ok()
+            .and_then(|j| b.get(j))
+        else {
             continue;
         };
         let (x, y) = (f64::from(x), f64::from(y));
@@ -46,7 +49,9 @@ fn ncc(a: &[f32], b: &[f32], lag: isize) -> f64 {
 /// Best correlation within ±`max_lag_s`, for codecs that may shift the signal a little.
 fn best_ncc(a: &[f32], b: &[f32], max_lag_s: f64) -> f64 {
     let max_lag = (max_lag_s * f64::from(SAMPLE_RATE)) as isize;
-    (-max_lag..=max_lag).map(|lag| ncc(a, b, lag)).fold(f64::MIN, f64::max)
+    (-max_lag..=max_lag)
+        .map(|lag| ncc(a, b, lag))
+        .fold(f64::MIN, f64::max)
 }
 
 /// Runs `sox` or `ffmpeg`; a missing tool is a test failure with a hint.
@@ -54,7 +59,11 @@ fn run(tool: &str, args: &[&str]) {
     let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
         panic!("`{tool}` is needed by this test but could not be run ({e}); install sox and ffmpeg, e.g. `apt-get install sox ffmpeg`")
     });
-    assert!(out.status.success(), "{tool} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Converts jfk.wav with `tool`, returning the new file's bytes.
@@ -62,10 +71,18 @@ fn transcode(tool: &str, name: &str, options: &[&str]) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temp dir");
     let dst = dir.path().join(name);
     let src = jfk_wav();
-    let (src, dst_s) = (src.to_str().expect("utf-8 path"), dst.to_str().expect("utf-8 path"));
+    let (src, dst_s) = (
+        src.to_str().expect("utf-8 path"),
+        dst.to_str().expect("utf-8 path"),
+    );
     let args: Vec<&str> = match tool {
         "sox" => [&[src][..], options, &[dst_s]].concat(),
-        _ => [&["-hide_banner", "-loglevel", "error", "-y", "-i", src][..], options, &[dst_s]].concat(),
+        _ => [
+            &["-hide_banner", "-loglevel", "error", "-y", "-i", src][..],
+            options,
+            &[dst_s],
+        ]
+        .concat(),
     };
     run(tool, &args);
     read(&dst)
@@ -82,36 +99,65 @@ fn check_jfk(label: &str, bytes: &[u8], tolerance_s: f64, max_lag_s: f64, min_nc
     assert!((dur - JFK_SECONDS).abs() <= tolerance_s, "{label}: {dur} s");
     let c = best_ncc(&out, &reference(), max_lag_s);
     assert!(c > min_ncc, "{label}: correlation {c}");
-    assert!(out.iter().all(|s| (-1.0..=1.0).contains(s)), "{label}: sample out of range");
+    assert!(
+        out.iter().all(|s| (-1.0..=1.0).contains(s)),
+        "{label}: sample out of range"
+    );
 }
 
 #[test]
 fn jfk_wav_and_flac_agree_in_length_and_timing() {
     let wav = reference();
-    let flac = decode(&read(&speech("jfk_openai_whisper/jfk.flac")), LIMIT_S).expect("jfk.flac decodes");
+    let flac =
+        decode(&read(&speech("jfk_openai_whisper/jfk.flac")), LIMIT_S).expect("jfk.flac decodes");
     for (label, x) in [("wav", &wav), ("flac", &flac)] {
-        assert!((seconds(x) - JFK_SECONDS).abs() <= 0.05, "{label}: {} s", seconds(x));
+        assert!(
+            (seconds(x) - JFK_SECONDS).abs() <= 0.05,
+            "{label}: {} s",
+            seconds(x)
+        );
     }
     // Lag 0 only: a resampler delay would show up here.
     let c = ncc(&flac, &wav, 0);
-    assert!(c > 0.9, "wav vs 44.1 kHz stereo flac correlation at lag 0: {c}");
+    assert!(
+        c > 0.9,
+        "wav vs 44.1 kHz stereo flac correlation at lag 0: {c}"
+    );
 }
 
 #[test]
 fn mp3_decodes() {
-    check_jfk("mp3", &transcode("ffmpeg", "x.mp3", &["-c:a", "libmp3lame"]), 0.1, 0.05, 0.8);
+    check_jfk(
+        "mp3",
+        &transcode("ffmpeg", "x.mp3", &["-c:a", "libmp3lame"]),
+        0.1,
+        0.05,
+        0.8,
+    );
 }
 
 #[test]
 fn ogg_vorbis_decodes() {
-    check_jfk("ogg", &transcode("ffmpeg", "x.ogg", &["-c:a", "libvorbis"]), 0.1, 0.05, 0.8);
+    check_jfk(
+        "ogg",
+        &transcode("ffmpeg", "x.ogg", &["-c:a", "libvorbis"]),
+        0.1,
+        0.05,
+        0.8,
+    );
 }
 
 #[test]
 fn m4a_aac_decodes_without_priming_delay() {
     // Lag 0 only: AAC's 1024 priming frames must be cut using the MP4 edit
     // list, or the speech would start 64 ms late.
-    check_jfk("m4a", &transcode("ffmpeg", "x.m4a", &["-c:a", "aac"]), 0.1, 0.0, 0.8);
+    check_jfk(
+        "m4a",
+        &transcode("ffmpeg", "x.m4a", &["-c:a", "aac"]),
+        0.1,
+        0.0,
+        0.8,
+    );
 }
 
 #[test]
@@ -174,7 +220,10 @@ fn truncated_mp3_decodes_the_part_that_is_there() {
 
 #[test]
 fn opus_is_reported_as_unsupported() {
-    let r = decode(&transcode("ffmpeg", "x.opus", &["-c:a", "libopus"]), LIMIT_S);
+    let r = decode(
+        &transcode("ffmpeg", "x.opus", &["-c:a", "libopus"]),
+        LIMIT_S,
+    );
     match r {
         Err(e @ AudioError::Unsupported(_)) => assert!(e.to_string().contains("Opus"), "{e}"),
         other => panic!("expected Unsupported, got {other:?}"),
@@ -216,5 +265,32 @@ fn three_minute_file_decodes_fast() {
         assert!(took.as_secs_f64() < 1.0, "took {took:?}");
     }
     // The same file against a limit shorter than it.
-    assert!(matches!(decode(&bytes, 60.0), Err(AudioError::TooLong { .. })));
+    assert!(matches!(
+        decode(&bytes, 60.0),
+        Err(AudioError::TooLong { .. })
+    ));
+}
+
+#[test]
+fn absurd_table_sizes_are_refused_not_allocated() {
+    // symphonia 0.5 would reserve entry_count × 12 bytes (~50 GB) for this
+    // and abort the process; the size guard must refuse it first.
+    let mut m4a = transcode("ffmpeg", "x.m4a", &["-c:a", "aac"]);
+    for table in [&b"stsc"[..], b"stts", b"stsz", b"stco"] {
+        let mut bytes = m4a.clone();
+        let at = bytes
+            .windows(4)
+            .position(|w| w == table)
+            .expect("table present");
+        let count_at = at + 8 + if table == b"stsz" { 4 } else { 0 };
+        bytes[count_at..count_at + 4].copy_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
+        let r = decode(&bytes, LIMIT_S);
+        assert!(
+            matches!(r, Err(AudioError::Corrupt(_))),
+            "{:?}: {r:?}",
+            std::str::from_utf8(table)
+        );
+    }
+    m4a.truncate(m4a.len() / 2);
+    assert!(decode(&m4a, LIMIT_S).is_err());
 }

@@ -14,12 +14,15 @@ use symphonia::core::audio::{AudioBuffer, AudioBufferRef, Signal};
 use symphonia::core::codecs::{CodecType, DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::conv::IntoSample;
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::formats::{FormatOptions, FormatReader};
+use symphonia::core::io::{
+    MediaSource, MediaSourceStream, MediaSourceStreamOptions, ReadOnlySource,
+};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 use symphonia::core::sample::Sample;
 
+mod guard;
 mod mp4_edit;
 
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -58,53 +61,50 @@ pub fn decode(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> {
     // Last line of defence: symphonia and rubato are not meant to panic on
     // bad input, but a worker must survive it if they do.
     catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, max_seconds))).unwrap_or_else(|_| {
-        Err(AudioError::Corrupt("the decoder failed on malformed data".into()))
+        Err(AudioError::Corrupt(
+            "the decoder failed on malformed data".into(),
+        ))
     })
 }
 
 fn decode_inner(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> {
-    let mss = MediaSourceStream::new(
-        Box::new(Cursor::new(bytes.to_vec())),
-        MediaSourceStreamOptions::default(),
-    );
-    // Gapless mode trims MP3/AAC encoder delay and padding, so timestamps
-    // line up with the original audio.
-    let format_opts = FormatOptions { enable_gapless: true, ..Default::default() };
-    let probed = symphonia::default::get_probe()
-        .format(&Hint::new(), mss, &format_opts, &MetadataOptions::default())
-        .map_err(|e| match e {
-            // A format marker was found but its header is broken. If the
-            // file does not even start like audio, the "marker" was most
-            // likely a chance match in arbitrary data.
-            SymError::DecodeError(_) | SymError::IoError(_) | SymError::LimitError(_)
-                if starts_like_audio(bytes) =>
-            {
-                AudioError::Corrupt(format!("unreadable header: {e}"))
-            }
-            _ => unrecognised(),
-        })?;
-    let mut format = probed.format;
+    guard::check(bytes)?;
+    let mut format = open(bytes)?;
 
     let codecs = symphonia::default::get_codecs();
     let track = format
         .tracks()
         .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL && codecs.get_codec(t.codec_params.codec).is_some())
+        .find(|t| {
+            t.codec_params.codec != CODEC_TYPE_NULL
+                && codecs.get_codec(t.codec_params.codec).is_some()
+        })
         .cloned();
     let Some(track) = track else {
-        return Err(match format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL) {
-            Some(t) => AudioError::Unsupported(codec_name(t.codec_params.codec)),
-            None => AudioError::Corrupt("the file contains no audio track".into()),
-        });
+        return Err(
+            match format
+                .tracks()
+                .iter()
+                .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+            {
+                Some(t) => AudioError::Unsupported(codec_name(t.codec_params.codec)),
+                None => AudioError::Corrupt("the file contains no audio track".into()),
+            },
+        );
     };
 
     // Refuse before decoding anything when the header already says it is
     // too long. ffmpeg writes 0xFFFFFFFF as the RIFF size when streaming WAV
     // to a pipe, meaning "unknown", so that declared length is not trusted.
-    if let (Some(n_frames), Some(rate)) = (track.codec_params.n_frames, track.codec_params.sample_rate) {
+    if let (Some(n_frames), Some(rate)) =
+        (track.codec_params.n_frames, track.codec_params.sample_rate)
+    {
         let seconds = n_frames as f64 / f64::from(rate.max(1));
         if seconds > max_seconds && !is_streamed_wav(bytes) {
-            return Err(AudioError::TooLong { seconds, limit_s: max_seconds });
+            return Err(AudioError::TooLong {
+                seconds,
+                limit_s: max_seconds,
+            });
         }
     }
 
@@ -156,11 +156,16 @@ fn decode_inner(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> 
             continue;
         }
         if !(MIN_RATE..=MAX_RATE).contains(&rate) {
-            return Err(AudioError::Corrupt(format!("unsupported sample rate {rate} Hz")));
+            return Err(AudioError::Corrupt(format!(
+                "unsupported sample rate {rate} Hz"
+            )));
         }
         seconds += buf.frames() as f64 / f64::from(rate);
         if seconds > max_seconds {
-            return Err(AudioError::TooLong { seconds, limit_s: max_seconds });
+            return Err(AudioError::TooLong {
+                seconds,
+                limit_s: max_seconds,
+            });
         }
 
         mono.clear();
@@ -203,9 +208,53 @@ fn decode_inner(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> 
     }
     // Float formats may carry out-of-range values or NaN; the model wants [-1, 1].
     for s in &mut out {
-        *s = if s.is_finite() { s.clamp(-1.0, 1.0) } else { 0.0 };
+        *s = if s.is_finite() {
+            s.clamp(-1.0, 1.0)
+        } else {
+            0.0
+        };
     }
     Ok(out)
+}
+
+/// Probes the content and opens its container.
+fn open(bytes: &[u8]) -> Result<Box<dyn FormatReader>, AudioError> {
+    // Gapless mode trims MP3/AAC encoder delay and padding, so timestamps
+    // line up with the original audio.
+    let format_opts = FormatOptions {
+        enable_gapless: true,
+        ..Default::default()
+    };
+    let probe = |seekable: bool| {
+        let cursor = Cursor::new(bytes.to_vec());
+        let source: Box<dyn MediaSource> = if seekable {
+            Box::new(cursor)
+        } else {
+            Box::new(ReadOnlySource::new(cursor))
+        };
+        let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
+        symphonia::default::get_probe()
+            .format(&Hint::new(), mss, &format_opts, &MetadataOptions::default())
+            .map(|probed| probed.format)
+    };
+    match probe(true) {
+        Ok(format) => Ok(format),
+        // A format marker was found but the header is broken. If the file
+        // does not even start like audio, the "marker" was most likely a
+        // chance match in arbitrary data.
+        Err(SymError::DecodeError(_) | SymError::IoError(_) | SymError::LimitError(_))
+            if !starts_like_audio(bytes) =>
+        {
+            Err(unrecognised())
+        }
+        // Some readers seek to the end while opening (Ogg for the duration,
+        // MKV for its index), which fails on a truncated upload. Read front
+        // to back instead, as a stream, to still decode what is there.
+        Err(e @ (SymError::DecodeError(_) | SymError::IoError(_) | SymError::LimitError(_))) => {
+            probe(false).map_err(|_| AudioError::Corrupt(format!("unreadable header: {e}")))
+        }
+        Err(_) => Err(unrecognised()),
+    }
 }
 
 fn unrecognised() -> AudioError {
@@ -307,14 +356,25 @@ impl Segment {
         } else {
             Some(
                 FftFixedIn::new(rate as usize, SAMPLE_RATE as usize, RESAMPLER_CHUNK, 1, 1)
-                    .map_err(|e| AudioError::Corrupt(format!("cannot resample from {rate} Hz: {e}")))?,
+                    .map_err(|e| {
+                        AudioError::Corrupt(format!("cannot resample from {rate} Hz: {e}"))
+                    })?,
             )
         };
         let (to_skip, scratch) = match &resampler {
             Some(r) => (r.output_delay(), vec![0.0; r.output_frames_max()]),
             None => (0, Vec::new()),
         };
-        Ok(Segment { rate, resampler, pending: Vec::new(), scratch, frames_in: 0, out_start: 0, to_skip, started: false })
+        Ok(Segment {
+            rate,
+            resampler,
+            pending: Vec::new(),
+            scratch,
+            frames_in: 0,
+            out_start: 0,
+            to_skip,
+            started: false,
+        })
     }
 
     fn push(&mut self, mono: &[f32], out: &mut Vec<f32>) -> Result<(), AudioError> {
@@ -366,15 +426,22 @@ impl Segment {
 
     /// Runs one chunk (zero-padded if short, all zeros if `None`).
     fn process(&mut self, input: Option<&[f32]>, out: &mut Vec<f32>) -> Result<(), AudioError> {
-        let Some(r) = &mut self.resampler else { return Ok(()) };
+        let Some(r) = &mut self.resampler else {
+            return Ok(());
+        };
         let result = match input {
             Some(x) if x.len() == RESAMPLER_CHUNK => {
                 r.process_into_buffer(&[x], &mut [&mut self.scratch[..]], None)
             }
-            Some(x) => r.process_partial_into_buffer(Some(&[x]), &mut [&mut self.scratch[..]], None),
-            None => r.process_partial_into_buffer(None::<&[&[f32]]>, &mut [&mut self.scratch[..]], None),
+            Some(x) => {
+                r.process_partial_into_buffer(Some(&[x]), &mut [&mut self.scratch[..]], None)
+            }
+            None => {
+                r.process_partial_into_buffer(None::<&[&[f32]]>, &mut [&mut self.scratch[..]], None)
+            }
         };
-        let (_, produced) = result.map_err(|e| AudioError::Corrupt(format!("resampling failed: {e}")))?;
+        let (_, produced) =
+            result.map_err(|e| AudioError::Corrupt(format!("resampling failed: {e}")))?;
         let skip = self.to_skip.min(produced);
         self.to_skip -= skip;
         out.extend_from_slice(&self.scratch[skip..produced]);
@@ -407,8 +474,12 @@ mod tests {
             match (tag, bits) {
                 (PCM, 8) => data.push((x * 127.0 + 128.0).round() as u8),
                 (PCM, 16) => data.extend_from_slice(&((x * 32767.0).round() as i16).to_le_bytes()),
-                (PCM, 24) => data.extend_from_slice(&((x * 8_388_607.0).round() as i32).to_le_bytes()[..3]),
-                (PCM, 32) => data.extend_from_slice(&((x * 2_147_483_647.0).round() as i32).to_le_bytes()),
+                (PCM, 24) => {
+                    data.extend_from_slice(&((x * 8_388_607.0).round() as i32).to_le_bytes()[..3])
+                }
+                (PCM, 32) => {
+                    data.extend_from_slice(&((x * 2_147_483_647.0).round() as i32).to_le_bytes())
+                }
                 (FLOAT, 32) => data.extend_from_slice(&(x as f32).to_le_bytes()),
                 _ => panic!("unsupported test format"),
             }
@@ -432,7 +503,11 @@ mod tests {
         let data_len = declared_data_len.unwrap_or(data.len() as u32);
         let mut out = Vec::new();
         out.extend_from_slice(b"RIFF");
-        let riff_len = if data_len == u32::MAX { u32::MAX } else { 4 + 8 + fmt.len() as u32 + 8 + data_len };
+        let riff_len = if data_len == u32::MAX {
+            u32::MAX
+        } else {
+            4 + 8 + fmt.len() as u32 + 8 + data_len
+        };
         out.extend_from_slice(&riff_len.to_le_bytes());
         out.extend_from_slice(b"WAVE");
         out.extend_from_slice(b"fmt ");
@@ -450,7 +525,7 @@ mod tests {
         (0..n)
             .flat_map(|i| {
                 let x = amp * (2.0 * PI * freq * i as f64 / f64::from(rate)).sin();
-                std::iter::repeat(x).take(usize::from(channels))
+                std::iter::repeat_n(x, usize::from(channels))
             })
             .collect()
     }
@@ -462,7 +537,10 @@ mod tests {
     /// Frequency from zero crossings, away from the edges.
     fn frequency(x: &[f32]) -> f64 {
         let mid = &x[x.len() / 10..x.len() * 9 / 10];
-        let crossings = mid.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+        let crossings = mid
+            .windows(2)
+            .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+            .count();
         crossings as f64 / 2.0 / (mid.len() as f64 / f64::from(SAMPLE_RATE))
     }
 
@@ -483,7 +561,11 @@ mod tests {
 
     fn check_sine(out: &[f32], seconds: f64, amp: f32) {
         let expected = (seconds * f64::from(SAMPLE_RATE)).round() as usize;
-        assert!(out.len().abs_diff(expected) <= 1, "length {} != {expected}", out.len());
+        assert!(
+            out.len().abs_diff(expected) <= 1,
+            "length {} != {expected}",
+            out.len()
+        );
         assert!((peak(out) - amp).abs() < 0.02, "peak {}", peak(out));
         let f = frequency(out);
         assert!((f - 440.0).abs() < 3.0, "frequency {f}");
@@ -495,8 +577,17 @@ mod tests {
     fn every_wav_sample_format_decodes() {
         for (tag, bits) in [(PCM, 8), (PCM, 16), (PCM, 24), (PCM, 32), (FLOAT, 32)] {
             for extensible in [false, true] {
-                let bytes = wav(tag, bits, 16_000, 1, &sine(16_000, 1, 1.0, 440.0, 0.5), extensible, None);
-                let out = decode(&bytes, 60.0).unwrap_or_else(|e| panic!("{tag}/{bits}/{extensible}: {e}"));
+                let bytes = wav(
+                    tag,
+                    bits,
+                    16_000,
+                    1,
+                    &sine(16_000, 1, 1.0, 440.0, 0.5),
+                    extensible,
+                    None,
+                );
+                let out = decode(&bytes, 60.0)
+                    .unwrap_or_else(|e| panic!("{tag}/{bits}/{extensible}: {e}"));
                 check_sine(&out, 1.0, 0.5);
             }
         }
@@ -505,7 +596,15 @@ mod tests {
     #[test]
     fn stereo_44k1_becomes_16k_mono_in_time() {
         for extensible in [false, true] {
-            let bytes = wav(PCM, 24, 44_100, 2, &sine(44_100, 2, 1.5, 440.0, 0.5), extensible, None);
+            let bytes = wav(
+                PCM,
+                24,
+                44_100,
+                2,
+                &sine(44_100, 2, 1.5, 440.0, 0.5),
+                extensible,
+                None,
+            );
             check_sine(&decode(&bytes, 60.0).unwrap(), 1.5, 0.5);
         }
     }
@@ -513,7 +612,15 @@ mod tests {
     #[test]
     fn other_rates_resample_to_the_right_length() {
         for rate in [8_000, 11_025, 22_050, 32_000, 48_000, 96_000, 12_345] {
-            let bytes = wav(PCM, 16, rate, 1, &sine(rate, 1, 2.0, 440.0, 0.5), false, None);
+            let bytes = wav(
+                PCM,
+                16,
+                rate,
+                1,
+                &sine(rate, 1, 2.0, 440.0, 0.5),
+                false,
+                None,
+            );
             check_sine(&decode(&bytes, 60.0).unwrap(), 2.0, 0.5);
         }
     }
@@ -545,20 +652,38 @@ mod tests {
                 })
                 .collect();
             let r = decode(&bytes, 60.0);
-            assert!(matches!(r, Err(AudioError::Unrecognised(_))), "{len} random bytes: {r:?}");
+            assert!(
+                matches!(r, Err(AudioError::Unrecognised(_))),
+                "{len} random bytes: {r:?}"
+            );
         }
         let text = b"Hello, this is not audio at all.\nJust a text file.\n".repeat(100);
-        assert!(matches!(decode(&text, 60.0), Err(AudioError::Unrecognised(_))));
+        assert!(matches!(
+            decode(&text, 60.0),
+            Err(AudioError::Unrecognised(_))
+        ));
     }
 
     #[test]
     fn header_claiming_ten_hours_is_refused_fast() {
         let ten_hours = 10 * 3600 * 16_000 * 2;
-        let bytes = wav(PCM, 16, 16_000, 1, &sine(16_000, 1, 0.128, 440.0, 0.5), false, Some(ten_hours));
+        let bytes = wav(
+            PCM,
+            16,
+            16_000,
+            1,
+            &sine(16_000, 1, 0.128, 440.0, 0.5),
+            false,
+            Some(ten_hours),
+        );
         assert!(bytes.len() < 4200);
         let t = Instant::now();
         let r = decode(&bytes, 14_400.0);
-        assert!(t.elapsed() < Duration::from_millis(100), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "took {:?}",
+            t.elapsed()
+        );
         match r {
             Err(AudioError::TooLong { seconds, limit_s }) => {
                 assert!((seconds - 36_000.0).abs() < 1.0);
@@ -572,7 +697,10 @@ mod tests {
     fn real_audio_over_the_limit_is_too_long() {
         let samples = sine(16_000, 1, 3.0, 440.0, 0.5);
         let bytes = wav(PCM, 16, 16_000, 1, &samples, false, None);
-        assert!(matches!(decode(&bytes, 2.0), Err(AudioError::TooLong { .. })));
+        assert!(matches!(
+            decode(&bytes, 2.0),
+            Err(AudioError::TooLong { .. })
+        ));
         // Without a declared length (WAV streamed by ffmpeg to a pipe) the
         // limit is caught while decoding, and under the limit it decodes.
         let streamed = wav(PCM, 16, 16_000, 1, &samples, false, Some(u32::MAX));

@@ -16,7 +16,11 @@ impl Edit {
     pub fn frames(&self, rate: u32) -> (u64, u64) {
         let to_frames = |s: f64| (s * f64::from(rate)).round() as u64;
         let start = to_frames(self.skip_s);
-        (start, self.keep_s.map_or(u64::MAX, |k| start.saturating_add(to_frames(k))))
+        (
+            start,
+            self.keep_s
+                .map_or(u64::MAX, |k| start.saturating_add(to_frames(k))),
+        )
     }
 }
 
@@ -25,20 +29,25 @@ impl Edit {
 /// gives None, and the track is used as decoded.
 pub(super) fn audio_edit(file: &[u8]) -> Option<Edit> {
     // Only look inside files that start like an MP4/QuickTime box tree.
-    if !matches!(file.get(4..8)?, b"ftyp" | b"moov" | b"free" | b"mdat" | b"wide" | b"skip") {
+    if !matches!(
+        file.get(4..8)?,
+        b"ftyp" | b"moov" | b"free" | b"mdat" | b"wide" | b"skip"
+    ) {
         return None;
     }
     let moov = child(file, b"moov")?;
     let movie_timescale = timescale(child(moov, b"mvhd")?)?;
-    boxes(moov).filter(|(kind, _)| kind == b"trak").find_map(|(_, trak)| {
-        let mdia = child(trak, b"mdia")?;
-        if child(mdia, b"hdlr")?.get(8..12)? != b"soun" {
-            return None;
-        }
-        let media_timescale = timescale(child(mdia, b"mdhd")?)?;
-        let elst = child(child(trak, b"edts")?, b"elst")?;
-        parse_elst(elst, movie_timescale, media_timescale)
-    })
+    boxes(moov)
+        .filter(|(kind, _)| kind == b"trak")
+        .find_map(|(_, trak)| {
+            let mdia = child(trak, b"mdia")?;
+            if child(mdia, b"hdlr")?.get(8..12)? != b"soun" {
+                return None;
+            }
+            let media_timescale = timescale(child(mdia, b"mdhd")?)?;
+            let elst = child(child(trak, b"edts")?, b"elst")?;
+            parse_elst(elst, movie_timescale, media_timescale)
+        })
 }
 
 fn parse_elst(elst: &[u8], movie_ts: u32, media_ts: u32) -> Option<Edit> {
@@ -50,7 +59,10 @@ fn parse_elst(elst: &[u8], movie_ts: u32, media_ts: u32) -> Option<Edit> {
         if version == 1 {
             Some((be_u64(elst, at)?, be_u64(elst, at + 8)? as i64))
         } else {
-            Some((u64::from(be_u32(elst, at)?), i64::from(be_u32(elst, at + 4)? as i32)))
+            Some((
+                u64::from(be_u32(elst, at)?),
+                i64::from(be_u32(elst, at + 4)? as i32),
+            ))
         }
     });
     // Empty edits (media time -1) would insert silence; a leading one is
@@ -86,7 +98,9 @@ fn boxes(mut data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
             1 => (16, be_u64(data, 8)?),
             n => (8, n),
         };
-        let size = usize::try_from(size).ok().filter(|&s| s >= header && s <= data.len())?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&s| s >= header && s <= data.len())?;
         let body = &data[header..size];
         data = &data[size..];
         Some((kind, body))
@@ -94,11 +108,15 @@ fn boxes(mut data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
 }
 
 fn be_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn be_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_be_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -129,9 +147,17 @@ mod tests {
         }
         let mut hdlr = vec![0u8; 8];
         hdlr.extend_from_slice(b"soun");
-        let mdia = [bx(b"mdhd", &v0_header_with_timescale(16_000)), bx(b"hdlr", &hdlr)].concat();
+        let mdia = [
+            bx(b"mdhd", &v0_header_with_timescale(16_000)),
+            bx(b"hdlr", &hdlr),
+        ]
+        .concat();
         let trak = [bx(b"edts", &bx(b"elst", &elst)), bx(b"mdia", &mdia)].concat();
-        let moov = [bx(b"mvhd", &v0_header_with_timescale(1000)), bx(b"trak", &trak)].concat();
+        let moov = [
+            bx(b"mvhd", &v0_header_with_timescale(1000)),
+            bx(b"trak", &trak),
+        ]
+        .concat();
         [bx(b"ftyp", b"M4A \0\0\0\0"), bx(b"moov", &moov)].concat()
     }
 
