@@ -55,7 +55,7 @@ def run_fw(args, files):
     return [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
 
 
-def run_ours(args, files):
+def run_ours(args, files, bin_=None):
     env = dict(os.environ,
                WHISPER_SERVE__ENGINE__THREADS_PER_REPLICA=str(args.threads),
                WHISPER_SERVE__ENGINE__BEAM_SIZE=str(args.beam),
@@ -64,7 +64,7 @@ def run_ours(args, files):
                WHISPER_SERVE__MODEL__DEVICE="cpu",
                WHISPER_SERVE__LOGGING__FILE="null",
                WHISPER_SERVE__LOGGING__LEVEL="WARNING")
-    bin_ = os.path.join(REPO, "target", "release", "whisper-serve")
+    bin_ = bin_ or os.path.join(REPO, "target", "release", "whisper-serve")
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "config.json")
         open(cfg, "w").write("{}")
@@ -87,14 +87,20 @@ def main():
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--compute", default="int8")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--extra-bin", action="append", default=[], metavar="LABEL=PATH",
+                    help="also measure another whisper-serve build (e.g. source-build=/tmp/t/release/whisper-serve)")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "out", "engine.json"))
     args = ap.parse_args()
     clips = corpus()
     files = [f for f, _ in clips]
     audio_s = None
-    res = {"faster-whisper": {"jfk": [], "rtfx": [], "texts": None}, "whisper-serve": {"jfk": [], "rtfx": [], "texts": None}}
+    runners = [("faster-whisper", run_fw), ("whisper-serve", run_ours)]
+    for spec in args.extra_bin:
+        label, _, path = spec.partition("=")
+        runners.append((f"whisper-serve ({label})", lambda a, f, p=path: run_ours(a, f, p)))
+    res = {name: {"jfk": [], "rtfx": [], "texts": None} for name, _ in runners}
     for r in range(args.rounds):
-        for name, fn in (("faster-whisper", run_fw), ("whisper-serve", run_ours)):
+        for name, fn in runners:
             jfk = fn(args, [JFK] * 6)[1:]  # the first call warms up
             res[name]["jfk"].append(statistics.median(x["seconds"] for x in jfk))
             out = fn(args, files)

@@ -67,6 +67,9 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(cli.command, config));
+    // A blocking read of stdin (see server::shutdown_signal) would keep a
+    // plain runtime drop waiting forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

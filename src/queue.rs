@@ -4,7 +4,7 @@
 //! async runtime.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -22,8 +22,9 @@ pub struct Job {
 }
 
 pub struct Dispatcher {
-    tx: Option<Sender<Job>>,
-    workers: Vec<JoinHandle<()>>,
+    tx: Mutex<Option<Sender<Job>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    replicas: usize,
     running: Arc<AtomicUsize>,
     engine: Arc<Engine>,
 }
@@ -33,7 +34,8 @@ impl Dispatcher {
     pub fn start(engine: Arc<Engine>, workers: usize, max_queue: usize) -> Self {
         let (tx, rx) = bounded::<Job>(max_queue.max(1));
         let running = Arc::new(AtomicUsize::new(0));
-        let workers = (0..workers.max(1))
+        let replicas = workers.max(1);
+        let workers = (0..replicas)
             .map(|i| {
                 let (rx, engine, running) = (rx.clone(), engine.clone(), running.clone());
                 std::thread::Builder::new()
@@ -42,7 +44,7 @@ impl Dispatcher {
                     .expect("spawning a worker thread at start-up")
             })
             .collect();
-        Self { tx: Some(tx), workers, running, engine }
+        Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, running, engine }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -57,7 +59,7 @@ impl Dispatcher {
     ) -> Result<oneshot::Receiver<Result<Transcript, EngineError>>, ApiError> {
         let (reply, rx) = oneshot::channel();
         let job = Job { audio, options, reply, enqueued: Instant::now() };
-        let tx = self.tx.as_ref().ok_or(ApiError::ShuttingDown)?;
+        let tx = self.sender().ok_or(ApiError::ShuttingDown)?;
         match tx.try_send(job) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(ApiError::QueueFull { retry_after_s: self.retry_after() }),
@@ -65,8 +67,12 @@ impl Dispatcher {
         }
     }
 
+    fn sender(&self) -> Option<Sender<Job>> {
+        self.tx.lock().ok().and_then(|t| t.clone())
+    }
+
     pub fn queued(&self) -> usize {
-        self.tx.as_ref().map_or(0, |t| t.len())
+        self.sender().map_or(0, |t| t.len())
     }
 
     pub fn running(&self) -> usize {
@@ -76,14 +82,17 @@ impl Dispatcher {
     /// A rough wait until a slot frees: a queue's worth of ~2 s jobs spread
     /// over the replicas, at least 1 s.
     fn retry_after(&self) -> u64 {
-        let per_replica = self.queued() / self.workers.len().max(1);
+        let per_replica = self.queued() / self.replicas;
         (per_replica as u64 * 2).clamp(1, 60)
     }
 
     /// Stops taking jobs, lets the workers finish what is queued, joins them.
-    pub fn shutdown(mut self) {
-        self.tx = None;
-        for w in self.workers.drain(..) {
+    pub fn shutdown(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let workers = self.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
+        for w in workers {
             let _ = w.join();
         }
     }

@@ -173,7 +173,7 @@ pub async fn run(
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
         })
         // Errors are logged where they are answered (error.rs), with their cause.
-        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+        .on_response(DefaultOnResponse::new().level(Level::INFO))
         .on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
@@ -182,12 +182,10 @@ pub async fn run(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     loader.abort();
     if let Some(d) = state.dispatcher.get().cloned() {
-        drop(state);
         // Finish the queued jobs before returning.
-        if let Ok(d) = Arc::try_unwrap(d) {
-            let _ = tokio::task::spawn_blocking(move || d.shutdown()).await;
-        }
+        let _ = tokio::task::spawn_blocking(move || d.shutdown()).await;
     }
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -180,3 +180,24 @@ fn a_full_queue_answers_503_with_retry_after_and_the_rest_succeed() {
         assert_jfk(body);
     }
 }
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = tmp.path().join("jfk3.wav");
+    let jfk = jfk_wav();
+    let j = jfk.to_str().unwrap();
+    tool("sox", &[j, j, j, long.to_str().unwrap()]);
+    let mut server = Server::start(test_config(json!({})));
+    let url = format!("{}/transcribe", server.url);
+    let bytes = std::fs::read(&long).unwrap();
+    let request = std::thread::spawn(move || post_file(&url, "audio_file", "jfk3.wav", bytes));
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let killed = std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let (status, body) = request.join().unwrap();
+    assert_eq!(status, 200, "the request in flight was dropped: {body}");
+    assert!(body["text"].as_str().unwrap_or_default().matches("fellow Americans").count() >= 2, "{body}");
+    let exit = server.wait_exit(std::time::Duration::from_secs(30));
+    assert!(exit.success(), "exit status {exit:?}");
+}

@@ -36,6 +36,25 @@ fn bad_config_values_stop_start_up_naming_the_key() {
 }
 
 #[test]
+fn device_cuda_without_a_gpu_is_a_clear_start_up_error() {
+    let has_gpu = std::path::Path::new("/dev/nvidiactl").exists();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, test_config(json!({"model": {"device": "cuda"}})).to_string()).unwrap();
+    let out = Command::new(bin())
+        .args(["transcribe", "--config", path.to_str().unwrap(), jfk_wav().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if has_gpu {
+        assert!(out.status.success(), "{stderr}");
+    } else {
+        assert!(!out.status.success());
+        assert!(stderr.contains("cuda") && stderr.contains("GPU"), "{stderr}");
+    }
+}
+
+#[test]
 fn the_shipped_config_json_is_the_original_schema_and_loads() {
     let text = std::fs::read_to_string(repo().join("config.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
