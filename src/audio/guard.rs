@@ -274,13 +274,7 @@ fn ebml_children(file: &[u8], mut at: usize, end: usize, depth: usize) -> Check 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
-        let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
-        v.extend_from_slice(kind);
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::audio::mp4_edit::tests::bx;
 
     fn mp4_with_stsc_count(count: u32) -> Vec<u8> {
         let mut stsc = vec![0, 0, 0, 0];

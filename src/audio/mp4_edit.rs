@@ -120,10 +120,11 @@ fn be_u64(b: &[u8], at: usize) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    /// An MP4 box: size, kind, body (shared with guard.rs's tests).
+    pub(in crate::audio) fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
         let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
         v.extend_from_slice(kind);
         v.extend_from_slice(body);

@@ -247,7 +247,7 @@ fn decode_with_fallback(
         };
         let results = engine
             .whisper
-            .generate(encoded, &[prompt_strings.clone()], &options)
+            .generate(encoded, std::slice::from_ref(&prompt_strings), &options)
             .map_err(|e| EngineError::Inference(e.to_string()))?;
         let r = results
             .into_iter()
