@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod formats;
 pub mod logging;
 pub mod models;
 pub mod pypi_index;
