@@ -11,6 +11,7 @@ pub mod models;
 pub mod pypi_index;
 pub mod queue;
 pub mod server;
+pub mod vad;
 
 #[cfg(feature = "wheel")]
 pub use ct2rs as ct2;
