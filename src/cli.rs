@@ -1,4 +1,4 @@
-//! Command line: `serve`, `transcribe`, `models pull|list`.
+//! Command line: `serve`, `transcribe`, `models pull|list`, `loadtest`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Load-test a running server; prints a table, writes it with a chart to --out.
+    Loadtest(crate::loadtest::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,6 +74,10 @@ pub fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<crate::loadtest::UsageError>().is_some() => {
+            eprintln!("whisper-serve: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("whisper-serve: {e:#}");
             ExitCode::FAILURE
@@ -134,6 +140,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Loadtest(args) => crate::loadtest::run(args).await,
         Command::Models { command } => match command {
             ModelsCommand::Pull { name } => {
                 let mut opts = crate::models::PullOptions::from_env();

@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod formats;
+pub mod loadtest;
 pub mod logging;
 pub mod models;
 pub mod pypi_index;
