@@ -58,7 +58,7 @@ def run_fw(args, files):
 def run_ours(args, files, bin_=None):
     env = dict(os.environ,
                WHISPER_SERVE__ENGINE__THREADS_PER_REPLICA=str(args.threads),
-               WHISPER_SERVE__ENGINE__BEAM_SIZE=str(args.beam),
+               WHISPER_SERVE__DECODING__BEAM_SIZE=str(args.beam),
                WHISPER_SERVE__ENGINE__COMPUTE_TYPE=args.compute,
                WHISPER_SERVE__MODEL__SIZE=os.path.abspath(args.model),
                WHISPER_SERVE__MODEL__DEVICE="cpu",

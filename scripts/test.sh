@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of whisper-serve on a fresh Debian machine: installs the
-# system tools the tests use, a Python venv for WER scoring (Whisper's
-# English normaliser + jiwer), builds in release mode, fetches the test model
-# (tiny.en) and runs the whole suite.
+# system tools the tests use (sox, ffmpeg, curl, espeak-ng), a Python venv
+# (Whisper's English normaliser + jiwer for WER, the openai SDK, faster-whisper
+# for side-by-side checks), builds in release mode, fetches the test models
+# (tiny.en, base) and runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
-for cmd in sox ffmpeg curl; do command -v "$cmd" >/dev/null || need+=("$cmd"); done
+for cmd in sox ffmpeg curl espeak-ng; do command -v "$cmd" >/dev/null || need+=("$cmd"); done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> apt-get install ${need[*]}"
@@ -18,8 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "Rust is needed: https://rustup.rs (cargo not found)"; exit 1; }
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import jiwer, whisper_normalizer' 2>/dev/null; then
-  echo "==> Python venv for WER scoring"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import jiwer, whisper_normalizer, openai, faster_whisper' 2>/dev/null; then
+  echo "==> Python venv: WER scoring, the openai SDK, faster-whisper (side-by-side checks)"
   python3 -m venv .venv
   .venv/bin/pip install -q -r tests/support/requirements.txt
 fi
@@ -27,8 +28,10 @@ fi
 echo "==> build (release)"
 cargo build --release --all-targets
 
-echo "==> test model"
-WHISPER_SERVE__LOGGING__FILE=null ./target/release/whisper-serve models pull tiny.en --config tests/support/models.json
+echo "==> test models (tiny.en; base for languages)"
+for m in tiny.en base; do
+  ./target/release/whisper-serve models pull "$m" --config tests/support/models.json
+done
 
 echo "==> tests"
 cargo test --release -- --test-threads="${TEST_THREADS:-2}" "$@"

@@ -1,21 +1,24 @@
 //! HTTP routes. The original service's API: `POST /transcribe` (multipart
 //! field `audio_file`) answering `{success, text, latency, word_count,
-//! gpu_memory, error}`, and `GET /health`.
+//! gpu_memory, error}`, and `GET /health`; and OpenAI's audio API:
+//! `POST /v1/audio/transcriptions`, `POST /v1/audio/translations`,
+//! `GET /v1/models`, with OpenAI's fields, formats and error shape.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Multipart, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::engine::{DecodeOptions, Transcript};
-use crate::error::{ApiError, TranscribeBody};
+use crate::engine::{DecodeOptions, Task, Transcript};
+use crate::error::{ApiError, OpenAiError, TranscribeBody};
+use crate::formats::{self, ResponseFormat};
+use crate::options::{self, RequestOptions};
 use crate::server::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -24,6 +27,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/transcribe", post(transcribe))
         .route("/health", get(health))
+        .route("/v1/audio/transcriptions", post(openai_transcriptions))
+        .route("/v1/audio/translations", post(openai_translations))
+        .route("/v1/models", get(openai_models))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -42,13 +48,14 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 pub struct Upload {
     pub filename: Option<String>,
     pub bytes: Bytes,
-    pub fields: HashMap<String, String>,
+    /// The form's text fields, in order (names may repeat).
+    pub fields: Vec<(String, String)>,
 }
 
 /// Reads a multipart form, taking the file from `file_field`.
 pub async fn read_upload(mut form: Multipart, file_field: &'static str, limit_mb: u64) -> Result<Upload, ApiError> {
     let mut file = None;
-    let mut fields = HashMap::new();
+    let mut fields = Vec::new();
     let too_large = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::UploadTooLarge { limit_mb }
@@ -67,7 +74,7 @@ pub async fn read_upload(mut form: Multipart, file_field: &'static str, limit_mb
             file = Some((filename, bytes));
         } else {
             let value = field.text().await.map_err(too_large)?;
-            fields.insert(name, value);
+            fields.push((name, value));
         }
     }
     let (filename, bytes) = file.ok_or(ApiError::MissingField(file_field))?;
@@ -115,19 +122,76 @@ pub async fn run_transcription(
     }
 }
 
-async fn transcribe(State(state): State<Arc<AppState>>, form: Multipart) -> Result<Json<TranscribeBody>, ApiError> {
+/// The original route. Its answer stays the original JSON unless the
+/// request names a `response_format`.
+async fn transcribe(State(state): State<Arc<AppState>>, form: Multipart) -> Result<Response, ApiError> {
     let started = Instant::now();
     let upload = read_upload(form, "audio_file", state.config.limits.max_upload_mb).await?;
-    let options = state.default_decode_options();
-    let transcript = run_transcription(&state, upload, options).await?;
-    Ok(Json(TranscribeBody {
-        success: true,
-        word_count: transcript.text.split_whitespace().count(),
-        text: transcript.text,
-        latency: started.elapsed().as_secs_f64(),
-        gpu_memory: state.gpu_memory_gb(),
-        error: None,
-    }))
+    let opts = options::from_fields(&upload.fields, &state.config.decoding, None)?;
+    let task = opts.decode.task;
+    let transcript = run_transcription(&state, upload, opts.decode).await?;
+    Ok(match opts.response_format {
+        Some(format) => formatted(&transcript, format, task, opts.granularities),
+        None => Json(TranscribeBody {
+            success: true,
+            word_count: transcript.text.split_whitespace().count(),
+            text: transcript.text,
+            latency: started.elapsed().as_secs_f64(),
+            gpu_memory: state.gpu_memory_gb(),
+            error: None,
+        })
+        .into_response(),
+    })
+}
+
+fn formatted(t: &Transcript, format: ResponseFormat, task: Task, g: formats::Granularities) -> Response {
+    let task = match task {
+        Task::Transcribe => "transcribe",
+        Task::Translate => "translate",
+    };
+    ([(header::CONTENT_TYPE, format.content_type())], formats::render(t, format, task, g)).into_response()
+}
+
+/// Names the `model` field may take: OpenAI's `whisper-1`, the configured
+/// size, and the model folder's name.
+fn served_model_names(state: &AppState) -> Vec<String> {
+    let mut names = vec!["whisper-1".to_string(), state.config.model.size.clone()];
+    if let Ok(d) = state.dispatcher() {
+        if let Some(n) = d.engine().model_path().file_name().and_then(|n| n.to_str()) {
+            names.push(n.to_string());
+        }
+    }
+    names.dedup();
+    names
+}
+
+async fn openai_route(state: Arc<AppState>, form: Multipart, task: Option<Task>) -> Result<Response, OpenAiError> {
+    let upload = read_upload(form, "file", state.config.limits.max_upload_mb).await?;
+    let opts: RequestOptions = options::from_fields(&upload.fields, &state.config.decoding, task)?;
+    let model = opts.model.clone().ok_or(ApiError::MissingField("model"))?;
+    if !served_model_names(&state).contains(&model) {
+        return Err(ApiError::UnknownModel(model).into());
+    }
+    let format = opts.response_format.unwrap_or(ResponseFormat::Json);
+    let task = opts.decode.task;
+    let transcript = run_transcription(&state, upload, opts.decode).await?;
+    Ok(formatted(&transcript, format, task, opts.granularities))
+}
+
+async fn openai_transcriptions(State(state): State<Arc<AppState>>, form: Multipart) -> Result<Response, OpenAiError> {
+    openai_route(state, form, None).await
+}
+
+async fn openai_translations(State(state): State<Arc<AppState>>, form: Multipart) -> Result<Response, OpenAiError> {
+    openai_route(state, form, Some(Task::Translate)).await
+}
+
+async fn openai_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let data: Vec<_> = served_model_names(&state)
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "whisper-serve"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
 }
 
 #[cfg(test)]

@@ -34,6 +34,21 @@ pub enum Command {
         /// One JSON object per file (text, segments, audio seconds, seconds taken).
         #[arg(long)]
         json: bool,
+        /// Language code; default: the config's, else detected.
+        #[arg(long)]
+        language: Option<String>,
+        /// Translate to English instead of transcribing.
+        #[arg(long)]
+        translate: bool,
+        /// Add word timings (with --json).
+        #[arg(long)]
+        word_timestamps: bool,
+        /// Decode only the speech the voice activity detector finds.
+        #[arg(long)]
+        vad_filter: bool,
+        /// Text to condition the first window on.
+        #[arg(long)]
+        prompt: Option<String>,
     },
     /// Download or list models.
     Models {
@@ -86,6 +101,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
+    let _log = crate::logging::init(&config.logging)?;
     match command {
         Command::Serve { host, port } => {
             if let Some(h) = host {
@@ -94,7 +110,6 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             if let Some(p) = port {
                 config.server.port = p;
             }
-            let _log = crate::logging::init(&config.logging)?;
             let addr = format!("{}:{}", config.server.host, config.server.port);
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
@@ -104,10 +119,17 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             crate::server::run(listener, config, crate::server::shutdown_signal()).await?;
             Ok(())
         }
-        Command::Transcribe { files, json } => {
+        Command::Transcribe { files, json, language, translate, word_timestamps, vad_filter, prompt } => {
             let engine = crate::server::load_engine(&config).await?;
             let engine = std::sync::Arc::new(engine);
-            let options = crate::engine::DecodeOptions { beam_size: config.engine.beam_size, ..Default::default() };
+            let mut options = crate::engine::DecodeOptions::from(&config.decoding);
+            options.language = language.or(options.language);
+            options.initial_prompt = prompt.or(options.initial_prompt);
+            options.word_timestamps |= word_timestamps;
+            options.vad_filter |= vad_filter;
+            if translate {
+                options.task = crate::engine::Task::Translate;
+            }
             let max_s = config.limits.max_audio_seconds;
             let mut failed = false;
             for file in files {

@@ -33,6 +33,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub limits: LimitsConfig,
     pub engine: EngineConfig,
+    pub decoding: DecodingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,7 +112,37 @@ pub struct EngineConfig {
     pub compute_type: String,
     /// Threads per replica; 0 = derived from the deployment section.
     pub threads_per_replica: u32,
+}
+
+/// Server-wide decoding defaults (openai-whisper's `transcribe` options),
+/// which requests may override within the `max_*` bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodingConfig {
+    /// A language code ("en", "de", ...); null = detect (multilingual models).
+    pub language: Option<String>,
+    /// "transcribe" or "translate" (to English).
+    pub task: String,
     pub beam_size: usize,
+    pub best_of: usize,
+    pub patience: f32,
+    pub length_penalty: f32,
+    /// Tried in order while a window's result looks like a failure.
+    pub temperatures: Vec<f32>,
+    pub compression_ratio_threshold: Option<f32>,
+    pub log_prob_threshold: Option<f32>,
+    pub no_speech_threshold: Option<f32>,
+    pub condition_on_previous_text: bool,
+    pub initial_prompt: Option<String>,
+    pub word_timestamps: bool,
+    pub vad_filter: bool,
+    pub max_initial_timestamp: f32,
+    pub suppress_blank: bool,
+    /// Token ids never generated; -1 = the model's set of non-speech symbols.
+    pub suppress_tokens: Vec<i32>,
+    /// Upper bounds for what a request may ask.
+    pub max_beam_size: usize,
+    pub max_best_of: usize,
 }
 
 impl Default for ServerConfig {
@@ -164,7 +195,33 @@ impl Default for LimitsConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { compute_type: "auto".into(), threads_per_replica: 0, beam_size: 5 }
+        Self { compute_type: "auto".into(), threads_per_replica: 0 }
+    }
+}
+
+impl Default for DecodingConfig {
+    fn default() -> Self {
+        Self {
+            language: None,
+            task: "transcribe".into(),
+            beam_size: 5,
+            best_of: 5,
+            patience: 1.0,
+            length_penalty: 1.0,
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            compression_ratio_threshold: Some(2.4),
+            log_prob_threshold: Some(-1.0),
+            no_speech_threshold: Some(0.6),
+            condition_on_previous_text: true,
+            initial_prompt: None,
+            word_timestamps: false,
+            vad_filter: false,
+            max_initial_timestamp: 1.0,
+            suppress_blank: true,
+            suppress_tokens: vec![-1],
+            max_beam_size: 10,
+            max_best_of: 10,
+        }
     }
 }
 
@@ -607,8 +664,35 @@ impl Config {
         if !COMPUTE_TYPES.contains(&e.compute_type.as_str()) {
             return bad("engine.compute_type", &quoted(&e.compute_type), &one_of(COMPUTE_TYPES));
         }
-        if !(1..=16).contains(&e.beam_size) {
-            return bad("engine.beam_size", &e.beam_size, "1-16");
+
+        // decoding
+        let dc = &self.decoding;
+        if !(1..=16).contains(&dc.max_beam_size) {
+            return bad("decoding.max_beam_size", &dc.max_beam_size, "1-16");
+        }
+        if !(1..=16).contains(&dc.max_best_of) {
+            return bad("decoding.max_best_of", &dc.max_best_of, "1-16");
+        }
+        if !(1..=dc.max_beam_size).contains(&dc.beam_size) {
+            return bad("decoding.beam_size", &dc.beam_size, &format!("1-{} (decoding.max_beam_size)", dc.max_beam_size));
+        }
+        if !(1..=dc.max_best_of).contains(&dc.best_of) {
+            return bad("decoding.best_of", &dc.best_of, &format!("1-{} (decoding.max_best_of)", dc.max_best_of));
+        }
+        if dc.task != "transcribe" && dc.task != "translate" {
+            return bad("decoding.task", &quoted(&dc.task), "\"transcribe\" or \"translate\"");
+        }
+        if dc.temperatures.is_empty() || dc.temperatures.iter().any(|t| !(t.is_finite() && (0.0..=2.0).contains(t))) {
+            return bad("decoding.temperatures", &format!("{:?}", dc.temperatures), "a non-empty list of numbers in 0-2");
+        }
+        if !(dc.patience.is_finite() && dc.patience > 0.0) {
+            return bad("decoding.patience", &dc.patience, "a number > 0");
+        }
+        if !dc.length_penalty.is_finite() {
+            return bad("decoding.length_penalty", &dc.length_penalty, "a number");
+        }
+        if !(dc.max_initial_timestamp.is_finite() && dc.max_initial_timestamp >= 0.0) {
+            return bad("decoding.max_initial_timestamp", &dc.max_initial_timestamp, "a number >= 0");
         }
         Ok(())
     }
@@ -886,8 +970,10 @@ mod tests {
             (r#"{"limits": {"max_audio_seconds": 0}}"#, "limits.max_audio_seconds"),
             (r#"{"limits": {"request_timeout_s": 0}}"#, "limits.request_timeout_s"),
             (r#"{"engine": {"compute_type": "int4"}}"#, "engine.compute_type"),
-            (r#"{"engine": {"beam_size": 0}}"#, "engine.beam_size"),
-            (r#"{"engine": {"beam_size": 17}}"#, "engine.beam_size"),
+            (r#"{"decoding": {"beam_size": 0}}"#, "decoding.beam_size"),
+            (r#"{"decoding": {"beam_size": 17}}"#, "decoding.beam_size"),
+            (r#"{"decoding": {"task": "summarise"}}"#, "decoding.task"),
+            (r#"{"decoding": {"temperatures": []}}"#, "decoding.temperatures"),
             (r#"{"server": {"host": ""}}"#, "server.host"),
             (r#"{"server": {"dedicated_cpu": "yes"}}"#, "server.dedicated_cpu"),
             (r#"{"server": null}"#, "server"),

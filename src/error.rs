@@ -33,6 +33,8 @@ pub enum ApiError {
     ShuttingDown,
     #[error("transcription timed out after {0} s")]
     Timeout(u64),
+    #[error("the model `{0}` is not served here")]
+    UnknownModel(String),
     #[error("transcription failed: {0}")]
     Engine(String),
 }
@@ -43,10 +45,25 @@ impl ApiError {
         match self {
             MissingField(_) | BadMultipart(_) | EmptyFile | UnsupportedFormat { .. }
             | InvalidAudio(_) | InvalidParam { .. } => StatusCode::BAD_REQUEST,
+            UnknownModel(_) => StatusCode::NOT_FOUND,
             UploadTooLarge { .. } | AudioTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             QueueFull { .. } | Loading | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The request field at fault, for OpenAI's error shape.
+    pub fn param(&self) -> Option<&'static str> {
+        use ApiError::*;
+        match self {
+            MissingField(f) => Some(f),
+            InvalidParam { param, .. } => Some(param),
+            UnknownModel(_) => Some("model"),
+            EmptyFile | UnsupportedFormat { .. } | InvalidAudio(_) | UploadTooLarge { .. } | AudioTooLong { .. } => {
+                Some("file")
+            }
+            _ => None,
         }
     }
 
@@ -75,6 +92,7 @@ impl ApiError {
             Loading => "loading",
             ShuttingDown => "shutting_down",
             Timeout(_) => "timeout",
+            UnknownModel(_) => "model_not_found",
             Engine(_) => "engine_error",
         }
     }
@@ -110,14 +128,53 @@ pub struct TranscribeBody {
     pub error: Option<String>,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    fn log(&self) {
         match self {
             ApiError::Loading => tracing::debug!(code = self.code(), "{self}"),
             ApiError::Engine(_) | ApiError::Timeout(_) => tracing::error!(code = self.code(), "{self}"),
             _ if self.status().is_server_error() => tracing::warn!(code = self.code(), "{self}"),
             _ => tracing::info!(code = self.code(), "{self}"),
         }
+    }
+
+    /// Status, body and `Retry-After`, around any body shape.
+    fn respond(self, body: serde_json::Value) -> Response {
+        self.log();
+        let mut resp = (self.status(), Json(body)).into_response();
+        if let Some(s) = self.retry_after() {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+/// An error in OpenAI's shape, for the `/v1` routes:
+/// `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug)]
+pub struct OpenAiError(pub ApiError);
+
+impl From<ApiError> for OpenAiError {
+    fn from(e: ApiError) -> Self {
+        OpenAiError(e)
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let kind = if e.status().is_client_error() { "invalid_request_error" } else { "server_error" };
+        let body = serde_json::json!({"error": {
+            "message": e.to_string(), "type": kind, "param": e.param(), "code": e.code(),
+        }});
+        e.respond(body)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
         let body = TranscribeBody {
             success: false,
             text: String::new(),
@@ -126,12 +183,7 @@ impl IntoResponse for ApiError {
             gpu_memory: 0.0,
             error: Some(self.to_string()),
         };
-        let mut resp = (self.status(), Json(body)).into_response();
-        if let Some(s) = self.retry_after() {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        resp
+        let body = serde_json::to_value(body).unwrap_or_default();
+        self.respond(body)
     }
 }

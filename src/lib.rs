@@ -9,6 +9,7 @@ pub mod formats;
 pub mod loadtest;
 pub mod logging;
 pub mod models;
+pub mod options;
 pub mod pypi_index;
 pub mod queue;
 pub mod server;

@@ -13,7 +13,7 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::{Config, DeviceKind};
-use crate::engine::{self, DecodeOptions, Engine, EngineOptions};
+use crate::engine::{self, Engine, EngineOptions};
 use crate::error::ApiError;
 use crate::models;
 use crate::queue::Dispatcher;
@@ -74,10 +74,6 @@ impl AppState {
             Some(max) if n > max as usize => Err(ApiError::QueueFull { retry_after_s: 1 }),
             _ => Ok(slot),
         }
-    }
-
-    pub fn default_decode_options(&self) -> DecodeOptions {
-        DecodeOptions { beam_size: self.config.engine.beam_size, ..DecodeOptions::default() }
     }
 
     pub fn gpu_memory_gb(&self) -> f64 {

@@ -8,7 +8,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use super::mel::{HOP, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
-use super::{Engine, EngineError, Segment, Transcript};
+use super::{words, Engine, EngineError, Segment, Transcript};
 use crate::ct2::sys::{Device, StorageView, WhisperOptions};
 
 /// Seconds per timestamp token.
@@ -41,8 +41,11 @@ pub struct DecodeOptions {
     pub log_prob_threshold: Option<f32>,
     pub no_speech_threshold: Option<f32>,
     pub condition_on_previous_text: bool,
-    /// Tokens of an initial prompt (already encoded).
-    pub prompt_tokens: Vec<u32>,
+    /// Text to condition the first window on (names, spelling, style).
+    pub initial_prompt: Option<String>,
+    pub word_timestamps: bool,
+    /// Decode only the speech found by the voice activity detector.
+    pub vad_filter: bool,
     pub without_timestamps: bool,
     pub max_initial_timestamp: f32,
     pub suppress_blank: bool,
@@ -64,7 +67,9 @@ impl Default for DecodeOptions {
             log_prob_threshold: Some(-1.0),
             no_speech_threshold: Some(0.6),
             condition_on_previous_text: true,
-            prompt_tokens: Vec::new(),
+            initial_prompt: None,
+            word_timestamps: false,
+            vad_filter: false,
             without_timestamps: false,
             max_initial_timestamp: 1.0,
             suppress_blank: true,
@@ -125,7 +130,14 @@ pub(super) fn transcribe(
     }
 
     let mut segments: Vec<Segment> = Vec::new();
-    let mut all_tokens: Vec<u32> = opts.prompt_tokens.clone();
+    // As openai-whisper: the prompt is " " + text, and counts against the
+    // prompt budget of the first windows like previous text does.
+    let mut all_tokens: Vec<u32> = match opts.initial_prompt.as_deref().map(str::trim) {
+        Some(p) if !p.is_empty() => engine.encode_text(&format!(" {p}"))?,
+        _ => Vec::new(),
+    };
+    let cjk = matches!(language.as_str(), "zh" | "ja" | "th" | "lo" | "my" | "yue");
+    let mut last_speech_timestamp = 0.0;
     let mut prompt_reset_since = 0;
     let mut seek = 0usize;
     while seek < content_frames {
@@ -181,9 +193,32 @@ pub(super) fn transcribe(
                 avg_logprob: result.avg_logprob,
                 compression_ratio: result.compression_ratio,
                 no_speech_prob: result.no_speech_prob,
+                words: Vec::new(),
             });
         }
         seek += split.seek_advance;
+        if opts.word_timestamps && segments.len() > first_new {
+            let align_prefix = &sot_sequence[..sot_sequence.len() - usize::from(opts.without_timestamps)];
+            last_speech_timestamp = words::add_word_timestamps(
+                &engine.whisper,
+                tk,
+                align_prefix,
+                &encoded,
+                segment_size,
+                time_offset,
+                &mut segments[first_new..],
+                last_speech_timestamp,
+                cjk,
+            )?;
+            // Resume after the last aligned word rather than at the last
+            // timestamp token, as faster-whisper does.
+            if !split.ended_on_window {
+                let last_word_end = segments[first_new..].iter().rev().find_map(|s| s.words.last()).map(|w| w.end);
+                if let Some(end) = last_word_end.filter(|&e| e > time_offset) {
+                    seek = (end * SAMPLE_RATE as f64 / HOP as f64).round() as usize;
+                }
+            }
+        }
         for s in &segments[first_new..] {
             all_tokens.extend_from_slice(&s.tokens);
         }
@@ -266,6 +301,8 @@ fn decode_with_fallback(
         let text = tk.decode(&tokens);
         let compression_ratio = compression_ratio(&text);
         let result = WindowResult { tokens, temperature, avg_logprob, compression_ratio, no_speech_prob: r.no_speech_prob };
+        tracing::debug!(temperature, avg_logprob, compression_ratio, no_speech_prob = result.no_speech_prob,
+            tokens = result.tokens.len(), text = %text, "decoded window");
 
         let mut needs_fallback = opts.compression_ratio_threshold.is_some_and(|t| compression_ratio > t)
             || opts.log_prob_threshold.is_some_and(|t| avg_logprob < t);
@@ -305,6 +342,8 @@ pub(crate) struct Split {
     pub seek_advance: usize,
     /// Without timestamp pairs: the duration the last timestamp gives, if any.
     pub duration: Option<f64>,
+    /// The window ended on a complete segment (a single closing timestamp).
+    pub ended_on_window: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -345,14 +384,14 @@ pub(crate) fn split_by_timestamps(tokens: &[u32], ts_begin: u32, segment_size: u
             let last_ts = tokens[last - 1].saturating_sub(ts_begin) as usize;
             (last_ts * INPUT_STRIDE).min(segment_size).max(1)
         };
-        Split { pieces, seek_advance, duration: None }
+        Split { pieces, seek_advance, duration: None, ended_on_window: single_ending }
     } else {
         let last_ts = tokens.iter().rev().copied().find(|&t| is_ts(t));
         let duration = match last_ts {
             Some(t) if t != ts_begin => Some((t - ts_begin) as f64 * TIME_PRECISION),
             _ => None,
         };
-        Split { pieces: vec![Piece { tokens: 0..n, times: None }], seek_advance: segment_size, duration }
+        Split { pieces: vec![Piece { tokens: 0..n, times: None }], seek_advance: segment_size, duration, ended_on_window: true }
     }
 }
 

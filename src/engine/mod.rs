@@ -6,6 +6,7 @@
 mod decode;
 pub mod mel;
 pub mod tokenizer;
+mod words;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ct2::sys::{self as ct2, ComputeType, Device, Whisper};
 pub use decode::{DecodeOptions, Task};
+pub use words::Word;
 use mel::MelExtractor;
 use tokenizer::Tokenizer;
 
@@ -83,6 +85,9 @@ pub struct Segment {
     pub avg_logprob: f32,
     pub compression_ratio: f32,
     pub no_speech_prob: f32,
+    /// Word timings, when asked for (`word_timestamps`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<Word>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -98,6 +103,9 @@ pub struct Transcript {
 pub struct Engine {
     whisper: Whisper,
     tokenizer: Tokenizer,
+    /// The model's tokenizer.json, for encoding prompts (BPE); None when
+    /// the folder has none.
+    encoder: Option<tokenizers::Tokenizer>,
     mel: MelExtractor,
     multilingual: bool,
     model_path: PathBuf,
@@ -113,6 +121,7 @@ impl Engine {
             ));
         }
         let tokenizer = Tokenizer::from_model_dir(path).map_err(|e| load_err(e.to_string()))?;
+        let encoder = tokenizers::Tokenizer::from_file(path.join("tokenizer.json")).ok();
         let replicas = opts.num_replicas.max(1);
         let device_indices: Vec<i32> = if opts.cuda {
             (0..replicas).map(|i| (i as f64 * opts.gpu_per_replica).floor() as i32).collect()
@@ -131,7 +140,7 @@ impl Engine {
         let whisper = Whisper::new(path, config).map_err(|e| load_err(e.to_string()))?;
         let multilingual = whisper.is_multilingual();
         let mel = MelExtractor::new(whisper.n_mels());
-        Ok(Self { whisper, tokenizer, mel, multilingual, model_path: path.to_path_buf(), cuda: opts.cuda })
+        Ok(Self { whisper, tokenizer, encoder, mel, multilingual, model_path: path.to_path_buf(), cuda: opts.cuda })
     }
 
     pub fn is_multilingual(&self) -> bool {
@@ -150,8 +159,40 @@ impl Engine {
         &self.tokenizer
     }
 
+    /// Token ids of `text`, without special tokens.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let encoder = self
+            .encoder
+            .as_ref()
+            .ok_or_else(|| EngineError::BadOption("this model folder has no tokenizer.json to encode a prompt".into()))?;
+        let enc = encoder.encode(text, false).map_err(|e| EngineError::BadOption(format!("cannot encode the prompt: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Transcribes 16 kHz mono samples of any length.
     pub fn transcribe(&self, audio: &[f32], opts: &DecodeOptions) -> Result<Transcript, EngineError> {
-        decode::transcribe(self, audio, opts)
+        if !opts.vad_filter {
+            return decode::transcribe(self, audio, opts);
+        }
+        // Decode the speech alone, then put every time back on the
+        // original audio's timeline.
+        let duration = audio.len() as f64 / mel::SAMPLE_RATE as f64;
+        let chunks = crate::vad::speech_chunks(audio, &crate::vad::VadOptions::default());
+        if chunks.is_empty() {
+            let language = opts.language.clone().unwrap_or_else(|| "en".into());
+            return Ok(Transcript { text: String::new(), segments: Vec::new(), language, language_probability: 0.0, duration });
+        }
+        let (speech, map) = crate::vad::collect(audio, &chunks);
+        let mut t = decode::transcribe(self, &speech, opts)?;
+        for seg in &mut t.segments {
+            seg.start = map.original_time(seg.start, false);
+            seg.end = map.original_time(seg.end, true);
+            for w in &mut seg.words {
+                w.start = map.original_time(w.start, false);
+                w.end = map.original_time(w.end, true);
+            }
+        }
+        t.duration = duration;
+        Ok(t)
     }
 }

@@ -92,6 +92,12 @@ impl Tokenizer {
     /// Text of the ordinary tokens among `ids` (special and timestamp tokens
     /// are left out), with byte-level BPE undone and invalid UTF-8 replaced.
     pub fn decode(&self, ids: &[u32]) -> String {
+        String::from_utf8_lossy(&self.decode_bytes(ids)).into_owned()
+    }
+
+    /// The bytes of the ordinary tokens among `ids` (a token may hold part
+    /// of a UTF-8 character).
+    pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
         let mut bytes = Vec::new();
         for &id in ids.iter().filter(|&&id| id < self.eot) {
             if let Some(tok) = self.token(id) {
@@ -103,7 +109,7 @@ impl Tokenizer {
                 }
             }
         }
-        String::from_utf8_lossy(&bytes).into_owned()
+        bytes
     }
 }
 

@@ -1,0 +1,190 @@
+//! Per-request options from multipart form fields, shared by `/transcribe`
+//! and the OpenAI-compatible routes: parsed, checked against the
+//! configured bounds, and laid over the server-wide decoding defaults.
+
+use crate::config::DecodingConfig;
+use crate::engine::{DecodeOptions, Task};
+use crate::error::ApiError;
+use crate::formats::{Granularities, ResponseFormat};
+
+impl From<&DecodingConfig> for DecodeOptions {
+    fn from(c: &DecodingConfig) -> Self {
+        DecodeOptions {
+            language: c.language.clone(),
+            task: if c.task == "translate" { Task::Translate } else { Task::Transcribe },
+            beam_size: c.beam_size,
+            best_of: c.best_of,
+            patience: c.patience,
+            length_penalty: c.length_penalty,
+            temperatures: c.temperatures.clone(),
+            compression_ratio_threshold: c.compression_ratio_threshold,
+            log_prob_threshold: c.log_prob_threshold,
+            no_speech_threshold: c.no_speech_threshold,
+            condition_on_previous_text: c.condition_on_previous_text,
+            initial_prompt: c.initial_prompt.clone(),
+            word_timestamps: c.word_timestamps,
+            vad_filter: c.vad_filter,
+            without_timestamps: false,
+            max_initial_timestamp: c.max_initial_timestamp,
+            suppress_blank: c.suppress_blank,
+            suppress_tokens: c.suppress_tokens.clone(),
+        }
+    }
+}
+
+/// What a request asked for.
+#[derive(Debug, Clone)]
+pub struct RequestOptions {
+    pub decode: DecodeOptions,
+    /// None: the route's default answer.
+    pub response_format: Option<ResponseFormat>,
+    pub granularities: Granularities,
+    /// The `model` field, if any.
+    pub model: Option<String>,
+}
+
+fn parse_bool(param: &'static str, v: &str) -> Result<bool, ApiError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ApiError::InvalidParam { param, message: format!("`{v}` is not true or false") }),
+    }
+}
+
+fn parse_bounded(param: &'static str, v: &str, max: usize) -> Result<usize, ApiError> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::InvalidParam { param, message: format!("`{v}` is not a whole number from 1 to {max}") }),
+    }
+}
+
+/// Builds the options of one request. `fields` are the form's text fields
+/// in order (a field may repeat, as `timestamp_granularities[]` does);
+/// `forced_task` is the translations route's.
+pub fn from_fields(
+    fields: &[(String, String)],
+    defaults: &DecodingConfig,
+    forced_task: Option<Task>,
+) -> Result<RequestOptions, ApiError> {
+    let mut decode = DecodeOptions::from(defaults);
+    let mut response_format = None;
+    let mut granularities: Option<Granularities> = None;
+    let mut model = None;
+    for (name, value) in fields {
+        let v = value.trim();
+        match name.as_str() {
+            "language" if !v.is_empty() => decode.language = Some(v.to_ascii_lowercase()),
+            "language" => {}
+            "task" => {
+                decode.task = match v {
+                    "transcribe" => Task::Transcribe,
+                    "translate" => Task::Translate,
+                    _ => {
+                        return Err(ApiError::InvalidParam {
+                            param: "task",
+                            message: format!("`{v}` is not transcribe or translate"),
+                        })
+                    }
+                }
+            }
+            "prompt" | "initial_prompt" => decode.initial_prompt = (!v.is_empty()).then(|| v.to_string()),
+            "temperature" => {
+                let t: f32 = v.parse().ok().filter(|t: &f32| (0.0..=1.0).contains(t)).ok_or_else(|| {
+                    ApiError::InvalidParam { param: "temperature", message: format!("`{v}` is not a number from 0 to 1") }
+                })?;
+                // As OpenAI's API: 0 keeps the fallback to higher temperatures.
+                if t > 0.0 {
+                    decode.temperatures = vec![t];
+                }
+            }
+            "beam_size" => decode.beam_size = parse_bounded("beam_size", v, defaults.max_beam_size)?,
+            "best_of" => decode.best_of = parse_bounded("best_of", v, defaults.max_best_of)?,
+            "word_timestamps" => decode.word_timestamps = parse_bool("word_timestamps", v)?,
+            "vad_filter" => decode.vad_filter = parse_bool("vad_filter", v)?,
+            "condition_on_previous_text" => {
+                decode.condition_on_previous_text = parse_bool("condition_on_previous_text", v)?
+            }
+            "response_format" => {
+                response_format = Some(v.parse::<ResponseFormat>().map_err(|message| ApiError::InvalidParam {
+                    param: "response_format",
+                    message: message.to_string(),
+                })?)
+            }
+            "timestamp_granularities[]" | "timestamp_granularities" => {
+                let g = granularities.get_or_insert(Granularities { segment: false, word: false });
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    match part {
+                        "word" => g.word = true,
+                        "segment" => g.segment = true,
+                        other => {
+                            return Err(ApiError::InvalidParam {
+                                param: "timestamp_granularities[]",
+                                message: format!("`{other}` is not word or segment"),
+                            })
+                        }
+                    }
+                }
+            }
+            "model" => model = Some(v.to_string()),
+            // Accepted and ignored, as other OpenAI-compatible servers do.
+            "user" | "stream" | "chunking_strategy" | "include[]" => {}
+            other => {
+                return Err(ApiError::InvalidParam { param: "form", message: format!("unknown field `{other}`") })
+            }
+        }
+    }
+    if let Some(task) = forced_task {
+        decode.task = task;
+    }
+    let granularities = granularities.unwrap_or(Granularities { segment: true, word: false });
+    if granularities.word {
+        decode.word_timestamps = true;
+    }
+    Ok(RequestOptions { decode, response_format, granularities, model })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn fields_override_defaults_within_bounds() {
+        let d = DecodingConfig::default();
+        let o = from_fields(
+            &f(&[("language", "DE"), ("beam_size", "3"), ("temperature", "0.4"), ("timestamp_granularities[]", "word"),
+                ("timestamp_granularities[]", "segment"), ("response_format", "verbose_json")]),
+            &d,
+            None,
+        )
+        .unwrap();
+        assert_eq!(o.decode.language.as_deref(), Some("de"));
+        assert_eq!(o.decode.beam_size, 3);
+        assert_eq!(o.decode.temperatures, vec![0.4]);
+        assert!(o.decode.word_timestamps && o.granularities.word && o.granularities.segment);
+        assert_eq!(o.response_format, Some(ResponseFormat::VerboseJson));
+        let zero = from_fields(&f(&[("temperature", "0")]), &d, None).unwrap();
+        assert_eq!(zero.decode.temperatures, d.temperatures);
+    }
+
+    #[test]
+    fn bad_values_name_the_parameter() {
+        let d = DecodingConfig::default();
+        for (k, v) in [("beam_size", "99"), ("temperature", "3"), ("response_format", "xml"), ("task", "summarise"),
+            ("word_timestamps", "maybe"), ("timestamp_granularities[]", "char"), ("colour", "blue")] {
+            match from_fields(&f(&[(k, v)]), &d, None) {
+                Err(ApiError::InvalidParam { .. }) => {}
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_translations_route_forces_its_task() {
+        let o = from_fields(&f(&[("task", "transcribe")]), &DecodingConfig::default(), Some(Task::Translate)).unwrap();
+        assert_eq!(o.decode.task, Task::Translate);
+    }
+}
