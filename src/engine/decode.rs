@@ -162,8 +162,19 @@ pub(super) fn transcribe(
         let result = decode_with_fallback(engine, &encoded, &prompt, opts)?;
 
         if let Some(ns) = opts.no_speech_threshold {
-            let silent = result.no_speech_prob > ns
-                && !opts.log_prob_threshold.is_some_and(|lp| result.avg_logprob > lp);
+            let likely_silent = result.no_speech_prob > ns;
+            let confident = opts.log_prob_threshold.is_some_and(|lp| result.avg_logprob > lp);
+            // openai-whisper trusts a confident decoding over the no-speech
+            // probability, which lets Whisper's favourite hallucinations
+            // ("You", "Thank you for watching") through on silence and
+            // noise. We ask the voice activity detector for a second
+            // opinion on such windows only.
+            let silent = likely_silent
+                && (!confident || {
+                    let from = (seek * HOP).min(audio.len());
+                    let to = ((seek + segment_size) * HOP).min(audio.len());
+                    crate::vad::speech_chunks(&audio[from..to], &crate::vad::VadOptions::default()).is_empty()
+                });
             if silent {
                 seek += segment_size;
                 continue;
@@ -179,7 +190,7 @@ pub(super) fn transcribe(
                 Some((s, e)) => (time_offset + s, time_offset + e),
                 None => (time_offset, time_offset + split.duration.unwrap_or(segment_duration)),
             };
-            if text.trim().is_empty() || end <= start {
+            if text.trim().is_empty() || end <= start || start >= duration {
                 continue;
             }
             segments.push(Segment {
@@ -260,7 +271,7 @@ fn decode_with_fallback(
     let tk = &engine.tokenizer;
     let prompt_strings: Vec<&str> = prompt.iter().filter_map(|&id| tk.token(id)).collect();
     let temperatures: &[f32] = if opts.temperatures.is_empty() { &[0.0] } else { &opts.temperatures };
-    let mut last = None;
+    let mut tried: Vec<WindowResult> = Vec::new();
     for &temperature in temperatures {
         let sampling = temperature > 0.0;
         let options = WhisperOptions {
@@ -311,12 +322,23 @@ fn decode_with_fallback(
         {
             needs_fallback = false; // silence: no point in sampling harder
         }
-        last = Some(result);
         if !needs_fallback {
-            break;
+            return Ok(result);
         }
+        tried.push(result);
     }
-    last.ok_or_else(|| EngineError::Inference("no temperature to decode with".into()))
+    // Every temperature failed. openai-whisper keeps the last (hottest)
+    // result; like faster-whisper we keep the most probable one among those
+    // that are not repetition loops, which is far less often garbage.
+    let loops = |r: &WindowResult| opts.compression_ratio_threshold.is_some_and(|t| r.compression_ratio > t);
+    let pool: Vec<WindowResult> = if tried.iter().any(|r| !loops(r)) {
+        tried.into_iter().filter(|r| !loops(r)).collect()
+    } else {
+        tried
+    };
+    pool.into_iter()
+        .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
+        .ok_or_else(|| EngineError::Inference("no temperature to decode with".into()))
 }
 
 /// gzip-style compression ratio of the text, openai-whisper's repetition test.
