@@ -223,6 +223,9 @@ fn score(x: f32) -> f64 {
 struct VerboseJson<'a> {
     task: &'a str,
     language: &'a str,
+    /// Not in OpenAI's shape (clients ignore extra keys): how sure the
+    /// language detection was; 1 when the language was given.
+    language_probability: f64,
     duration: f64,
     text: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -286,6 +289,7 @@ fn render_verbose_json(t: &Transcript, task: &str, granularities: Granularities)
     let body = VerboseJson {
         task,
         language: language_name(&t.language),
+        language_probability: (t.language_probability as f64 * 1000.0).round() / 1000.0,
         duration: round_time(t.duration),
         text: t.text.trim(),
         segments,
@@ -509,7 +513,7 @@ mod tests {
     fn formats_verbose_json_segments_only() {
         let out = render(&transcript(), ResponseFormat::VerboseJson, "transcribe", SEGMENTS);
         let expected = concat!(
-            r#"{"task":"transcribe","language":"english","duration":11.0,"#,
+            r#"{"task":"transcribe","language":"english","language_probability":0.99,"duration":11.0,"#,
             r#""text":"And so, my fellow Americans, ask not. What your country can do.","#,
             r#""segments":["#,
             r#"{"id":0,"seek":0,"start":0.0,"end":4.5,"text":" And so, my fellow Americans, ask not.","#,
@@ -587,7 +591,7 @@ mod tests {
         assert_eq!(render(&t, ResponseFormat::Vtt, "transcribe", g), "WEBVTT\n\n");
         assert_eq!(
             render(&t, ResponseFormat::VerboseJson, "transcribe", g),
-            r#"{"task":"transcribe","language":"english","duration":0.5,"text":"","segments":[],"words":[]}"#
+            r#"{"task":"transcribe","language":"english","language_probability":1.0,"duration":0.5,"text":"","segments":[],"words":[]}"#
         );
     }
 

@@ -99,6 +99,16 @@ pub fn from_fields(
             }
             "beam_size" => decode.beam_size = parse_bounded("beam_size", v, defaults.max_beam_size)?,
             "best_of" => decode.best_of = parse_bounded("best_of", v, defaults.max_best_of)?,
+            "patience" => {
+                decode.patience = v.parse().ok().filter(|p: &f32| *p > 0.0 && *p <= 10.0).ok_or_else(|| {
+                    ApiError::InvalidParam { param: "patience", message: format!("`{v}` is not a number in (0, 10]") }
+                })?
+            }
+            "length_penalty" => {
+                decode.length_penalty = v.parse().ok().filter(|p: &f32| (0.0..=10.0).contains(p)).ok_or_else(|| {
+                    ApiError::InvalidParam { param: "length_penalty", message: format!("`{v}` is not a number in [0, 10]") }
+                })?
+            }
             "word_timestamps" => decode.word_timestamps = parse_bool("word_timestamps", v)?,
             "vad_filter" => decode.vad_filter = parse_bool("vad_filter", v)?,
             "condition_on_previous_text" => {

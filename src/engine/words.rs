@@ -242,7 +242,7 @@ fn merge_punctuations(a: &mut [Timing], prepended: &str, appended: &str) {
             let (w, t) = (std::mem::take(&mut a[iu].word), std::mem::take(&mut a[iu].tokens));
             a[j].word = w + &a[j].word;
             let mut tokens = t;
-            tokens.extend(a[j].tokens.drain(..));
+            tokens.append(&mut a[j].tokens);
             a[j].tokens = tokens;
         } else {
             j = iu;
