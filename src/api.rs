@@ -30,6 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audio/transcriptions", post(openai_transcriptions))
         .route("/v1/audio/translations", post(openai_translations))
         .route("/v1/models", get(openai_models))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -42,6 +43,31 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         }
         Err(None) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))).into_response(),
     }
+}
+
+/// Prometheus text format: queue, batching and job counters.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    };
+    let ready = state.dispatcher().ok();
+    metric("whisper_serve_ready", "gauge", "1 once the model is loaded", u8::from(ready.is_some()).to_string());
+    if let Some(d) = ready {
+        let s = d.stats();
+        metric("whisper_serve_queue_length", "gauge", "Jobs waiting for a replica", d.queued().to_string());
+        metric("whisper_serve_running", "gauge", "Transcriptions in progress", d.running().to_string());
+        metric("whisper_serve_batch_steps_total", "counter", "Batched decoding steps", s.steps.load(Relaxed).to_string());
+        metric("whisper_serve_batch_windows_total", "counter", "30 s windows decoded", s.windows.load(Relaxed).to_string());
+        metric("whisper_serve_batch_size_max", "gauge", "Largest batch decoded so far", s.max_batch.load(Relaxed).to_string());
+        metric("whisper_serve_jobs_done_total", "counter", "Transcriptions completed", s.jobs_done.load(Relaxed).to_string());
+        metric("whisper_serve_jobs_failed_total", "counter", "Transcriptions failed", s.jobs_failed.load(Relaxed).to_string());
+        let audio_s = s.audio_ms.load(Relaxed) as f64 / 1000.0;
+        metric("whisper_serve_audio_seconds_total", "counter", "Seconds of audio transcribed", audio_s.to_string());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// An uploaded file and the form's other fields.

@@ -138,7 +138,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                     let started = std::time::Instant::now();
                     let bytes = std::fs::read(&path)?;
                     let audio = crate::audio::decode(&bytes, max_s)?;
-                    let transcript = engine.transcribe(&audio, &options)?;
+                    let transcript = engine.transcribe(audio, &options)?;
                     Ok((transcript, started.elapsed().as_secs_f64()))
                 })
                 .await?;

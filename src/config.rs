@@ -34,6 +34,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub engine: EngineConfig,
     pub decoding: DecodingConfig,
+    pub batching: BatchingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +113,22 @@ pub struct EngineConfig {
     pub compute_type: String,
     /// Threads per replica; 0 = derived from the deployment section.
     pub threads_per_replica: u32,
+}
+
+/// Dynamic batching in each replica: windows of up to `max_batch_size`
+/// requests are decoded together; an idle replica waits up to
+/// `max_wait_ms` after a first request for others to join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    pub max_batch_size: usize,
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self { max_batch_size: 8, max_wait_ms: 10 }
+    }
 }
 
 /// Server-wide decoding defaults (openai-whisper's `transcribe` options),
@@ -663,6 +680,14 @@ impl Config {
         let e = &self.engine;
         if !COMPUTE_TYPES.contains(&e.compute_type.as_str()) {
             return bad("engine.compute_type", &quoted(&e.compute_type), &one_of(COMPUTE_TYPES));
+        }
+
+        // batching
+        if !(1..=64).contains(&self.batching.max_batch_size) {
+            return bad("batching.max_batch_size", &self.batching.max_batch_size, "1-64");
+        }
+        if self.batching.max_wait_ms > 10_000 {
+            return bad("batching.max_wait_ms", &self.batching.max_wait_ms, "0-10000");
         }
 
         // decoding

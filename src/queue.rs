@@ -1,17 +1,23 @@
 //! The in-process dispatcher: a bounded job queue in front of the engine's
-//! replicas. A full queue is answered at once (503), not with a timeout
-//! later; each replica has a worker thread, so inference never runs on the
-//! async runtime.
+//! replicas, and a batcher per replica. A full queue is answered at once
+//! (503), not with a timeout later. Inference runs on the batchers' own
+//! threads, never on the async runtime.
+//!
+//! Each batcher keeps up to `max_batch_size` transcriptions in progress and
+//! decodes the next 30 s window of each of them together, one encoder and
+//! one generator call per step. A long file thus holds one slot for as many
+//! steps as it has windows, while short requests join at the next step and
+//! leave after theirs: they are never stuck behind it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::engine::{DecodeOptions, Engine, EngineError, Transcript};
+use crate::engine::{step, DecodeOptions, Decoding, Engine, EngineError, Transcript};
 use crate::error::ApiError;
 
 pub struct Job {
@@ -21,34 +27,59 @@ pub struct Job {
     pub enqueued: Instant,
 }
 
+/// How batchers group work.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    pub max_batch_size: usize,
+    /// How long an idle batcher waits for company after a first job.
+    pub max_wait: Duration,
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub steps: AtomicU64,
+    pub windows: AtomicU64,
+    pub max_batch: AtomicU64,
+    pub jobs_done: AtomicU64,
+    pub jobs_failed: AtomicU64,
+    pub audio_ms: AtomicU64,
+}
+
 pub struct Dispatcher {
     tx: Mutex<Option<Sender<Job>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     replicas: usize,
     running: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
     engine: Arc<Engine>,
 }
 
 impl Dispatcher {
-    /// Starts `workers` threads that take jobs from a queue of `max_queue`.
-    pub fn start(engine: Arc<Engine>, workers: usize, max_queue: usize) -> Self {
+    /// Starts `replicas` batchers that take jobs from a queue of `max_queue`.
+    pub fn start(engine: Arc<Engine>, replicas: usize, max_queue: usize, batching: BatchSettings) -> Self {
         let (tx, rx) = bounded::<Job>(max_queue.max(1));
         let running = Arc::new(AtomicUsize::new(0));
-        let replicas = workers.max(1);
+        let stats = Arc::new(Stats::default());
+        let replicas = replicas.max(1);
         let workers = (0..replicas)
             .map(|i| {
-                let (rx, engine, running) = (rx.clone(), engine.clone(), running.clone());
+                let b = Batcher { rx: rx.clone(), engine: engine.clone(), running: running.clone(), stats: stats.clone(), settings: batching };
                 std::thread::Builder::new()
                     .name(format!("replica-{i}"))
-                    .spawn(move || worker(rx, engine, running))
-                    .expect("spawning a worker thread at start-up")
+                    .spawn(move || b.run())
+                    .expect("spawning a batcher thread at start-up")
             })
             .collect();
-        Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, running, engine }
+        Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, running, stats, engine }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Queues a job; fails at once with 503 when the queue is full.
@@ -75,6 +106,7 @@ impl Dispatcher {
         self.sender().map_or(0, |t| t.len())
     }
 
+    /// Transcriptions in progress in the batchers.
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Relaxed)
     }
@@ -86,7 +118,7 @@ impl Dispatcher {
         (per_replica as u64 * 2).clamp(1, 60)
     }
 
-    /// Stops taking jobs, lets the workers finish what is queued, joins them.
+    /// Stops taking jobs, lets the batchers finish what is queued, joins them.
     pub fn shutdown(&self) {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
@@ -98,27 +130,144 @@ impl Dispatcher {
     }
 }
 
-fn worker(rx: Receiver<Job>, engine: Arc<Engine>, running: Arc<AtomicUsize>) {
-    while let Ok(job) = rx.recv() {
+struct Active {
+    decoding: Decoding,
+    reply: oneshot::Sender<Result<Transcript, EngineError>>,
+    audio_s: f64,
+    enqueued: Instant,
+    /// The batcher step this one was last decoded in (fairness).
+    last_step: u64,
+}
+
+struct Batcher {
+    rx: Receiver<Job>,
+    engine: Arc<Engine>,
+    running: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
+    settings: BatchSettings,
+}
+
+impl Batcher {
+    fn run(self) {
+        let max = self.settings.max_batch_size.max(1);
+        let mut active: Vec<Active> = Vec::new();
+        let mut open = true;
+        let mut step_no = 0u64;
+        while open || !active.is_empty() {
+            if active.is_empty() {
+                match self.rx.recv() {
+                    Ok(job) => self.admit(job, &mut active, step_no),
+                    Err(_) => break,
+                }
+                // A moment for company: a batch of several costs little
+                // more than one.
+                let deadline = Instant::now() + self.settings.max_wait;
+                while active.len() < max {
+                    match self.rx.recv_deadline(deadline) {
+                        Ok(job) => self.admit(job, &mut active, step_no),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+            } else {
+                while open && active.len() < max {
+                    match self.rx.try_recv() {
+                        Ok(job) => self.admit(job, &mut active, step_no),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => open = false,
+                    }
+                }
+            }
+            if active.is_empty() {
+                continue;
+            }
+            step_no += 1;
+            self.step(&mut active, step_no);
+        }
+    }
+
+    fn admit(&self, job: Job, active: &mut Vec<Active>, step_no: u64) {
         // The client gave up (timeout or disconnect): skip the work.
         if job.reply.is_closed() {
-            continue;
+            return;
         }
-        running.fetch_add(1, Ordering::Relaxed);
-        let waited = job.enqueued.elapsed();
-        let started = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            engine.transcribe(&job.audio, &job.options)
-        }))
-        .unwrap_or_else(|_| Err(EngineError::Inference("the engine panicked".into())));
-        running.fetch_sub(1, Ordering::Relaxed);
-        tracing::debug!(
-            audio_s = job.audio.len() as f64 / 16000.0,
-            queued_ms = waited.as_millis() as u64,
-            took_ms = started.elapsed().as_millis() as u64,
-            ok = result.is_ok(),
-            "job done"
-        );
-        let _ = job.reply.send(result);
+        let audio_s = job.audio.len() as f64 / 16000.0;
+        match Decoding::new(&self.engine, job.audio, job.options) {
+            Ok(decoding) => {
+                self.running.fetch_add(1, Ordering::Relaxed);
+                active.push(Active { decoding, reply: job.reply, audio_s, enqueued: job.enqueued, last_step: step_no });
+            }
+            Err(e) => {
+                self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Decodes one window of every active transcription that shares the
+    /// generation settings of the one that waited longest.
+    fn step(&self, active: &mut Vec<Active>, step_no: u64) {
+        let Some(first) = active.iter().min_by_key(|a| a.last_step) else { return };
+        let key = first.decoding.gen_key();
+        let mut chosen: Vec<usize> = (0..active.len()).filter(|&i| active[i].decoding.gen_key() == key).collect();
+        chosen.truncate(self.settings.max_batch_size.max(1));
+        let outcomes = {
+            let mut batch: Vec<&mut Decoding> = Vec::with_capacity(chosen.len());
+            for (i, a) in active.iter_mut().enumerate() {
+                if chosen.contains(&i) {
+                    a.last_step = step_no;
+                    batch.push(&mut a.decoding);
+                }
+            }
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&self.engine, &mut batch)));
+            caught.unwrap_or_else(|_| batch.iter().map(|_| Err(EngineError::Inference("the engine panicked".into()))).collect())
+        };
+        let n = chosen.len() as u64;
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        self.stats.windows.fetch_add(n, Ordering::Relaxed);
+        self.stats.max_batch.fetch_max(n, Ordering::Relaxed);
+
+        // Answer the finished and the failed; keep the rest, in order.
+        let mut failed: Vec<(usize, EngineError)> = Vec::new();
+        for (&i, outcome) in chosen.iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                failed.push((i, e));
+            }
+        }
+        let mut kept = Vec::with_capacity(active.len());
+        for (i, a) in active.drain(..).enumerate() {
+            if let Some(pos) = failed.iter().position(|(j, _)| *j == i) {
+                let (_, e) = failed.swap_remove(pos);
+                self.finish(a, Err(e));
+            } else if a.reply.is_closed() {
+                // Abandoned by its client (timeout or disconnect).
+                self.running.fetch_sub(1, Ordering::Relaxed);
+            } else if a.decoding.is_done() {
+                let Active { decoding, reply, audio_s, enqueued, .. } = a;
+                self.done(reply, audio_s, enqueued, Ok(decoding.finish()));
+            } else {
+                kept.push(a);
+            }
+        }
+        *active = kept;
+    }
+
+    fn finish(&self, a: Active, result: Result<Transcript, EngineError>) {
+        self.done(a.reply, a.audio_s, a.enqueued, result)
+    }
+
+    fn done(&self, reply: oneshot::Sender<Result<Transcript, EngineError>>, audio_s: f64, enqueued: Instant, result: Result<Transcript, EngineError>) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        if result.is_ok() {
+            self.stats.jobs_done.fetch_add(1, Ordering::Relaxed);
+            self.stats.audio_ms.fetch_add((audio_s * 1000.0) as u64, Ordering::Relaxed);
+        } else {
+            self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(audio_s, took_ms = enqueued.elapsed().as_millis() as u64, ok = result.is_ok(), "job done");
+        let _ = reply.send(result);
     }
 }

@@ -16,7 +16,7 @@ use crate::config::{Config, DeviceKind};
 use crate::engine::{self, Engine, EngineOptions};
 use crate::error::ApiError;
 use crate::models;
-use crate::queue::Dispatcher;
+use crate::queue::{BatchSettings, Dispatcher};
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -146,7 +146,11 @@ pub async fn run(
                     if engine.is_cuda() {
                         tokio::spawn(watch_gpu_memory(state.clone()));
                     }
-                    let d = Dispatcher::start(engine, replicas, state.config.limits.max_queue);
+                    let batching = BatchSettings {
+                        max_batch_size: state.config.batching.max_batch_size,
+                        max_wait: Duration::from_millis(state.config.batching.max_wait_ms),
+                    };
+                    let d = Dispatcher::start(engine, replicas, state.config.limits.max_queue, batching);
                     let _ = state.dispatcher.set(Arc::new(d));
                     tracing::info!("model loaded; ready");
                 }

@@ -87,83 +87,204 @@ struct WindowResult {
     no_speech_prob: f32,
 }
 
-pub(super) fn transcribe(
-    engine: &Engine,
-    audio: &[f32],
-    opts: &DecodeOptions,
-) -> Result<Transcript, EngineError> {
-    let tk = &engine.tokenizer;
-    let duration = audio.len() as f64 / SAMPLE_RATE as f64;
-    // As openai-whisper: features of the audio plus 30 s of silence (which
-    // only moves the normalisation's max), windows cut from the content.
-    let mel = engine.mel.compute(audio, N_SAMPLES);
-    let content_frames = mel.n_frames.saturating_sub(N_FRAMES);
-    let mut window = Vec::new();
-
-    let (language, language_probability) = if !engine.multilingual {
-        if opts.language.as_deref().is_some_and(|l| l != "en") || opts.task == Task::Translate {
-            return Err(EngineError::BadOption(
-                "this model is English-only: it cannot take another language or translate".into(),
-            ));
-        }
-        ("en".to_string(), 1.0)
-    } else if let Some(lang) = &opts.language {
-        if tk.language_token(lang).is_none() {
-            return Err(EngineError::BadOption(format!("unknown language `{lang}`")));
-        }
-        (lang.clone(), 1.0)
-    } else {
-        mel.window_into(0, content_frames.min(N_FRAMES), &mut window);
-        let features = storage(&mut window, mel.n_mels)?;
-        detect_language(engine, &features)?
-    };
-    let mut sot_sequence = vec![tk.sot];
-    if engine.multilingual {
-        sot_sequence.push(tk.language_token(&language).unwrap_or(tk.sot));
-        sot_sequence.push(match opts.task {
-            Task::Transcribe => tk.transcribe,
-            Task::Translate => tk.translate,
-        });
+impl WindowResult {
+    fn needs_fallback(&self, opts: &DecodeOptions) -> bool {
+        let failed = opts.compression_ratio_threshold.is_some_and(|t| self.compression_ratio > t)
+            || opts.log_prob_threshold.is_some_and(|t| self.avg_logprob < t);
+        // Silence: no point in sampling harder.
+        let silence = opts.no_speech_threshold.is_some_and(|t| self.no_speech_prob > t)
+            && opts.log_prob_threshold.is_some_and(|t| self.avg_logprob < t);
+        failed && !silence
     }
-    if opts.without_timestamps {
-        sot_sequence.push(tk.no_timestamps);
+}
+
+/// Generation settings shared by every window of a batch: requests whose
+/// keys differ are decoded in separate batches.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GenKey {
+    first_temperature: u32,
+    beam_size: usize,
+    patience: u32,
+    length_penalty: u32,
+    max_initial_timestamp_index: usize,
+    suppress_blank: bool,
+    suppress_tokens: Vec<i32>,
+}
+
+fn whisper_options(opts: &DecodeOptions, temperature: f32) -> WhisperOptions {
+    let sampling = temperature > 0.0;
+    WhisperOptions {
+        beam_size: if sampling { 1 } else { opts.beam_size.max(1) },
+        patience: opts.patience,
+        length_penalty: opts.length_penalty,
+        repetition_penalty: 1.0,
+        no_repeat_ngram_size: 0,
+        max_length: 448,
+        sampling_topk: if sampling { 0 } else { 1 },
+        sampling_temperature: if sampling { temperature } else { 1.0 },
+        num_hypotheses: if sampling { opts.best_of.max(1) } else { 1 },
+        return_scores: true,
+        return_logits_vocab: false,
+        return_no_speech_prob: true,
+        max_initial_timestamp_index: (opts.max_initial_timestamp as f64 / TIME_PRECISION).round() as usize,
+        suppress_blank: opts.suppress_blank,
+        suppress_tokens: opts.suppress_tokens.clone(),
+    }
+}
+
+/// The decoding of one audio file, a window at a time. Windows of several
+/// files are decoded together by [`step`]; a file alone is a batch of one.
+pub struct Decoding {
+    opts: DecodeOptions,
+    /// The audio decoded (the speech alone with `vad_filter`).
+    audio: Vec<f32>,
+    /// Maps times in `audio` back to the upload's, with `vad_filter`.
+    time_map: Option<crate::vad::TimeMap>,
+    duration: f64,
+    mel: super::mel::Mel,
+    content_frames: usize,
+    /// None until detected on the first window (multilingual models).
+    language: Option<(String, f32)>,
+    sot_sequence: Vec<u32>,
+    sot_prev_token: u32,
+    segments: Vec<Segment>,
+    all_tokens: Vec<u32>,
+    prompt_reset_since: usize,
+    seek: usize,
+    last_speech_timestamp: f64,
+}
+
+impl Decoding {
+    /// Checks the options against the model and computes the features.
+    pub fn new(engine: &Engine, audio: Vec<f32>, opts: DecodeOptions) -> Result<Self, EngineError> {
+        let tk = &engine.tokenizer;
+        let language = if !engine.multilingual {
+            if opts.language.as_deref().is_some_and(|l| l != "en") || opts.task == Task::Translate {
+                return Err(EngineError::BadOption(
+                    "this model is English-only: it cannot take another language or translate".into(),
+                ));
+            }
+            Some(("en".to_string(), 1.0))
+        } else if let Some(lang) = &opts.language {
+            if tk.language_token(lang).is_none() {
+                return Err(EngineError::BadOption(format!("unknown language `{lang}`")));
+            }
+            Some((lang.clone(), 1.0))
+        } else {
+            None
+        };
+        let duration = audio.len() as f64 / SAMPLE_RATE as f64;
+        let (audio, time_map) = if opts.vad_filter {
+            let chunks = crate::vad::speech_chunks(&audio, &crate::vad::VadOptions::default());
+            let (speech, map) = crate::vad::collect(&audio, &chunks);
+            (speech, Some(map))
+        } else {
+            (audio, None)
+        };
+        // As openai-whisper: features of the audio plus 30 s of silence
+        // (which only moves the normalisation's max); windows are cut from
+        // the content and zero-padded.
+        let mel = engine.mel.compute(&audio, N_SAMPLES);
+        let content_frames = mel.n_frames.saturating_sub(N_FRAMES);
+        // The initial prompt is " " + text and counts against the prompt
+        // budget of the first windows, like previous text does.
+        let all_tokens = match opts.initial_prompt.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => engine.encode_text(&format!(" {p}"))?,
+            _ => Vec::new(),
+        };
+        let mut d = Decoding {
+            opts,
+            audio,
+            time_map,
+            duration,
+            mel,
+            content_frames,
+            language: None,
+            sot_sequence: Vec::new(),
+            sot_prev_token: tk.sot_prev,
+            segments: Vec::new(),
+            all_tokens,
+            prompt_reset_since: 0,
+            seek: 0,
+            last_speech_timestamp: 0.0,
+        };
+        if let Some((code, p)) = language {
+            d.set_language(engine, code, p);
+        }
+        Ok(d)
     }
 
-    let mut segments: Vec<Segment> = Vec::new();
-    // As openai-whisper: the prompt is " " + text, and counts against the
-    // prompt budget of the first windows like previous text does.
-    let mut all_tokens: Vec<u32> = match opts.initial_prompt.as_deref().map(str::trim) {
-        Some(p) if !p.is_empty() => engine.encode_text(&format!(" {p}"))?,
-        _ => Vec::new(),
-    };
-    let cjk = matches!(language.as_str(), "zh" | "ja" | "th" | "lo" | "my" | "yue");
-    let mut last_speech_timestamp = 0.0;
-    let mut prompt_reset_since = 0;
-    let mut seek = 0usize;
-    while seek < content_frames {
-        let time_offset = (seek * HOP) as f64 / SAMPLE_RATE as f64;
-        let segment_size = N_FRAMES.min(content_frames - seek);
-        let segment_duration = (segment_size * HOP) as f64 / SAMPLE_RATE as f64;
-        mel.window_into(seek, segment_size, &mut window);
-        let features = storage(&mut window, mel.n_mels)?;
-        let encoded = engine
-            .whisper
-            .encode(&features, false)
-            .map_err(|e| EngineError::Inference(e.to_string()))?;
+    fn set_language(&mut self, engine: &Engine, code: String, probability: f32) {
+        let tk = &engine.tokenizer;
+        let mut sot = vec![tk.sot];
+        if engine.multilingual {
+            sot.push(tk.language_token(&code).unwrap_or(tk.sot));
+            sot.push(match self.opts.task {
+                Task::Transcribe => tk.transcribe,
+                Task::Translate => tk.translate,
+            });
+        }
+        if self.opts.without_timestamps {
+            sot.push(tk.no_timestamps);
+        }
+        self.sot_sequence = sot;
+        self.language = Some((code, probability));
+    }
 
-        let previous = &all_tokens[prompt_reset_since..];
+    pub fn is_done(&self) -> bool {
+        self.seek >= self.content_frames
+    }
+
+    /// Windows left, at most (for scheduling and logs).
+    pub fn windows_left(&self) -> usize {
+        self.content_frames.saturating_sub(self.seek).div_ceil(N_FRAMES)
+    }
+
+    pub(crate) fn gen_key(&self) -> GenKey {
+        let o = &self.opts;
+        GenKey {
+            first_temperature: o.temperatures.first().copied().unwrap_or(0.0).to_bits(),
+            beam_size: o.beam_size,
+            patience: o.patience.to_bits(),
+            length_penalty: o.length_penalty.to_bits(),
+            max_initial_timestamp_index: (o.max_initial_timestamp as f64 / TIME_PRECISION).round() as usize,
+            suppress_blank: o.suppress_blank,
+            suppress_tokens: o.suppress_tokens.clone(),
+        }
+    }
+
+    fn segment_size(&self) -> usize {
+        N_FRAMES.min(self.content_frames - self.seek)
+    }
+
+    fn window_into(&self, out: &mut Vec<f32>) {
+        self.mel.window_into(self.seek, self.segment_size(), out);
+    }
+
+    fn prompt(&self) -> Vec<u32> {
+        let previous = &self.all_tokens[self.prompt_reset_since..];
         let previous = &previous[previous.len().saturating_sub(MAX_PROMPT_TOKENS)..];
-        let mut prompt: Vec<u32> = Vec::with_capacity(previous.len() + 5);
+        let mut prompt = Vec::with_capacity(previous.len() + 5);
         if !previous.is_empty() {
-            prompt.push(tk.sot_prev);
+            prompt.push(self.sot_prev_token);
             prompt.extend_from_slice(previous);
         }
-        prompt.extend_from_slice(&sot_sequence);
-        let result = decode_with_fallback(engine, &encoded, &prompt, opts)?;
+        prompt.extend_from_slice(&self.sot_sequence);
+        prompt
+    }
 
-        if let Some(ns) = opts.no_speech_threshold {
+    /// Takes the current window's result: segments, words, the next seek.
+    fn accept(&mut self, engine: &Engine, result: WindowResult) -> Result<(), EngineError> {
+        let tk = &engine.tokenizer;
+        let segment_size = self.segment_size();
+        let seek = self.seek;
+        let time_offset = (seek * HOP) as f64 / SAMPLE_RATE as f64;
+        let segment_duration = (segment_size * HOP) as f64 / SAMPLE_RATE as f64;
+        let content_duration = self.audio.len() as f64 / SAMPLE_RATE as f64;
+
+        if let Some(ns) = self.opts.no_speech_threshold {
             let likely_silent = result.no_speech_prob > ns;
-            let confident = opts.log_prob_threshold.is_some_and(|lp| result.avg_logprob > lp);
+            let confident = self.opts.log_prob_threshold.is_some_and(|lp| result.avg_logprob > lp);
             // openai-whisper trusts a confident decoding over the no-speech
             // probability, which lets Whisper's favourite hallucinations
             // ("You", "Thank you for watching") through on silence and
@@ -171,18 +292,18 @@ pub(super) fn transcribe(
             // opinion on such windows only.
             let silent = likely_silent
                 && (!confident || {
-                    let from = (seek * HOP).min(audio.len());
-                    let to = ((seek + segment_size) * HOP).min(audio.len());
-                    crate::vad::speech_chunks(&audio[from..to], &crate::vad::VadOptions::default()).is_empty()
+                    let from = (seek * HOP).min(self.audio.len());
+                    let to = ((seek + segment_size) * HOP).min(self.audio.len());
+                    crate::vad::speech_chunks(&self.audio[from..to], &crate::vad::VadOptions::default()).is_empty()
                 });
             if silent {
-                seek += segment_size;
-                continue;
+                self.seek += segment_size;
+                return Ok(());
             }
         }
 
         let split = split_by_timestamps(&result.tokens, tk.timestamp_begin, segment_size);
-        let first_new = segments.len();
+        let first_new = self.segments.len();
         for piece in &split.pieces {
             let tokens = result.tokens[piece.tokens.clone()].to_vec();
             let text = tk.decode(&tokens);
@@ -190,14 +311,14 @@ pub(super) fn transcribe(
                 Some((s, e)) => (time_offset + s, time_offset + e),
                 None => (time_offset, time_offset + split.duration.unwrap_or(segment_duration)),
             };
-            if text.trim().is_empty() || end <= start || start >= duration {
+            if text.trim().is_empty() || end <= start || start >= content_duration {
                 continue;
             }
-            segments.push(Segment {
-                id: segments.len(),
+            self.segments.push(Segment {
+                id: self.segments.len(),
                 seek,
                 start: round2(start),
-                end: round2(end.min(duration.max(start))),
+                end: round2(end.min(content_duration.max(start))),
                 text,
                 tokens,
                 temperature: result.temperature,
@@ -207,122 +328,171 @@ pub(super) fn transcribe(
                 words: Vec::new(),
             });
         }
-        seek += split.seek_advance;
-        if opts.word_timestamps && segments.len() > first_new {
-            let align_prefix = &sot_sequence[..sot_sequence.len() - usize::from(opts.without_timestamps)];
-            last_speech_timestamp = words::add_word_timestamps(
+        self.seek += split.seek_advance;
+        if self.opts.word_timestamps && self.segments.len() > first_new {
+            // Alignment needs this window's encoder output alone.
+            let mut window = Vec::new();
+            self.mel.window_into(seek, segment_size, &mut window);
+            let features = storage(&mut window, self.mel.n_mels, 1)?;
+            let encoded = engine.whisper.encode(&features, false).map_err(inference)?;
+            let align_prefix = &self.sot_sequence[..self.sot_sequence.len() - usize::from(self.opts.without_timestamps)];
+            let cjk = self.language.as_ref().is_some_and(|(l, _)| matches!(l.as_str(), "zh" | "ja" | "th" | "lo" | "my" | "yue"));
+            self.last_speech_timestamp = words::add_word_timestamps(
                 &engine.whisper,
                 tk,
                 align_prefix,
                 &encoded,
                 segment_size,
                 time_offset,
-                &mut segments[first_new..],
-                last_speech_timestamp,
+                &mut self.segments[first_new..],
+                self.last_speech_timestamp,
                 cjk,
             )?;
             // Resume after the last aligned word rather than at the last
             // timestamp token, as faster-whisper does.
             if !split.ended_on_window {
-                let last_word_end = segments[first_new..].iter().rev().find_map(|s| s.words.last()).map(|w| w.end);
+                let last_word_end = self.segments[first_new..].iter().rev().find_map(|s| s.words.last()).map(|w| w.end);
                 if let Some(end) = last_word_end.filter(|&e| e > time_offset) {
-                    seek = (end * SAMPLE_RATE as f64 / HOP as f64).round() as usize;
+                    self.seek = (end * SAMPLE_RATE as f64 / HOP as f64).round() as usize;
                 }
             }
         }
-        for s in &segments[first_new..] {
-            all_tokens.extend_from_slice(&s.tokens);
+        for s in &self.segments[first_new..] {
+            self.all_tokens.extend_from_slice(&s.tokens);
         }
-        if !opts.condition_on_previous_text || result.temperature > 0.5 {
-            prompt_reset_since = all_tokens.len();
+        if !self.opts.condition_on_previous_text || result.temperature > 0.5 {
+            self.prompt_reset_since = self.all_tokens.len();
+        }
+        Ok(())
+    }
+
+    /// The transcript, on the upload's timeline.
+    pub fn finish(mut self) -> Transcript {
+        if let Some(map) = &self.time_map {
+            for seg in &mut self.segments {
+                seg.start = map.original_time(seg.start, false);
+                seg.end = map.original_time(seg.end, true);
+                for w in &mut seg.words {
+                    w.start = map.original_time(w.start, false);
+                    w.end = map.original_time(w.end, true);
+                }
+            }
+        }
+        let text = self.segments.iter().map(|s| s.text.as_str()).collect::<String>().trim().to_string();
+        let (language, language_probability) = self.language.unwrap_or_else(|| ("en".to_string(), 0.0));
+        Transcript { text, segments: self.segments, language, language_probability, duration: self.duration }
+    }
+}
+
+fn inference(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Inference(e.to_string())
+}
+
+pub(super) fn transcribe(engine: &Engine, audio: Vec<f32>, opts: &DecodeOptions) -> Result<Transcript, EngineError> {
+    let mut d = Decoding::new(engine, audio, opts.clone())?;
+    while !d.is_done() {
+        if let Some(Err(e)) = step(engine, &mut [&mut d]).into_iter().next() {
+            return Err(e);
         }
     }
-    let text = segments.iter().map(|s| s.text.as_str()).collect::<String>().trim().to_string();
-    Ok(Transcript { text, segments, language, language_probability, duration })
+    Ok(d.finish())
 }
 
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+/// Decodes the current window of every decoding in `batch` (which share a
+/// [`GenKey`]) in one encoder and one generator call, and advances each.
+/// Returns each one's outcome; a failed one should be dropped.
+pub fn step(engine: &Engine, batch: &mut [&mut Decoding]) -> Vec<Result<(), EngineError>> {
+    match step_batch(engine, batch) {
+        Ok(results) => results,
+        Err(e) => batch.iter().map(|_| Err(EngineError::Inference(e.to_string()))).collect(),
+    }
 }
 
-fn storage(window: &mut [f32], n_mels: usize) -> Result<StorageView<'_>, EngineError> {
-    StorageView::new(&[1, n_mels, N_FRAMES], window, Device::CPU)
-        .map_err(|e| EngineError::Inference(e.to_string()))
-}
+fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result<(), EngineError>>, EngineError> {
+    let n = batch.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let tk = &engine.tokenizer;
+    let n_mels = engine.mel.n_mels();
+    let mut features = Vec::with_capacity(n * n_mels * N_FRAMES);
+    let mut one = Vec::new();
+    for d in batch.iter() {
+        d.window_into(&mut one);
+        features.extend_from_slice(&one);
+    }
+    let view = storage(&mut features, n_mels, n)?;
+    let encoded = engine.whisper.encode(&view, false).map_err(inference)?;
 
-fn detect_language(engine: &Engine, features: &StorageView) -> Result<(String, f32), EngineError> {
+    if batch.iter().any(|d| d.language.is_none()) {
+        let detected = engine.whisper.detect_language(&encoded).map_err(inference)?;
+        for (d, langs) in batch.iter_mut().zip(detected) {
+            if d.language.is_none() {
+                let (code, p) = langs
+                    .first()
+                    .map(|l| (l.language.trim_start_matches("<|").trim_end_matches("|>").to_string(), l.probability))
+                    .unwrap_or_else(|| ("en".to_string(), 0.0));
+                d.set_language(engine, code, p);
+            }
+        }
+    }
+
+    let prompts: Vec<Vec<&str>> =
+        batch.iter().map(|d| d.prompt().iter().filter_map(|&id| tk.token(id)).collect()).collect();
+    let first_temperature = batch[0].opts.temperatures.first().copied().unwrap_or(0.0);
     let results = engine
         .whisper
-        .detect_language(features)
-        .map_err(|e| EngineError::Inference(e.to_string()))?;
-    let best = results.first().and_then(|r| r.first());
-    Ok(match best {
-        Some(d) => (d.language.trim_start_matches("<|").trim_end_matches("|>").to_string(), d.probability),
-        None => ("en".to_string(), 0.0),
-    })
+        .generate(&encoded, &prompts, &whisper_options(&batch[0].opts, first_temperature))
+        .map_err(inference)?;
+    tracing::debug!(batch = n, "decoded a batch of windows");
+
+    let mut outcomes = Vec::with_capacity(n);
+    for (d, r) in batch.iter_mut().zip(results) {
+        let first = window_result(engine, &d.opts, first_temperature, &r);
+        let outcome = if first.needs_fallback(&d.opts) {
+            fallback(engine, d, &prompts_for(engine, d), first)
+        } else {
+            Ok(first)
+        };
+        outcomes.push(outcome.and_then(|result| d.accept(engine, result)));
+    }
+    Ok(outcomes)
 }
 
-fn decode_with_fallback(
-    engine: &Engine,
-    encoded: &StorageView,
-    prompt: &[u32],
-    opts: &DecodeOptions,
-) -> Result<WindowResult, EngineError> {
-    let tk = &engine.tokenizer;
-    let prompt_strings: Vec<&str> = prompt.iter().filter_map(|&id| tk.token(id)).collect();
-    let temperatures: &[f32] = if opts.temperatures.is_empty() { &[0.0] } else { &opts.temperatures };
-    let mut tried: Vec<WindowResult> = Vec::new();
-    for &temperature in temperatures {
-        let sampling = temperature > 0.0;
-        let options = WhisperOptions {
-            beam_size: if sampling { 1 } else { opts.beam_size.max(1) },
-            patience: opts.patience,
-            length_penalty: opts.length_penalty,
-            repetition_penalty: 1.0,
-            no_repeat_ngram_size: 0,
-            max_length: 448,
-            sampling_topk: if sampling { 0 } else { 1 },
-            sampling_temperature: if sampling { temperature } else { 1.0 },
-            num_hypotheses: if sampling { opts.best_of.max(1) } else { 1 },
-            return_scores: true,
-            return_logits_vocab: false,
-            return_no_speech_prob: true,
-            max_initial_timestamp_index: (opts.max_initial_timestamp as f64 / TIME_PRECISION).round() as usize,
-            suppress_blank: opts.suppress_blank,
-            suppress_tokens: opts.suppress_tokens.clone(),
-        };
-        let results = engine
-            .whisper
-            .generate(encoded, std::slice::from_ref(&prompt_strings), &options)
-            .map_err(|e| EngineError::Inference(e.to_string()))?;
-        let r = results
-            .into_iter()
-            .next()
-            .ok_or_else(|| EngineError::Inference("no generation result".into()))?;
-        let tokens: Vec<u32> = r
-            .sequences_ids
-            .first()
-            .map(|s| s.iter().map(|&t| t as u32).collect())
-            .unwrap_or_default();
-        let score = r.scores.first().copied().unwrap_or(f32::NEG_INFINITY);
-        let n = tokens.len() as f32;
-        // CTranslate2 returns the length-normalised score; undo it as
-        // faster-whisper does to get openai-whisper's avg_logprob.
-        let avg_logprob = score * n.powf(opts.length_penalty) / (n + 1.0);
-        let text = tk.decode(&tokens);
-        let compression_ratio = compression_ratio(&text);
-        let result = WindowResult { tokens, temperature, avg_logprob, compression_ratio, no_speech_prob: r.no_speech_prob };
-        tracing::debug!(temperature, avg_logprob, compression_ratio, no_speech_prob = result.no_speech_prob,
-            tokens = result.tokens.len(), text = %text, "decoded window");
+fn prompts_for(engine: &Engine, d: &Decoding) -> Vec<String> {
+    d.prompt().iter().filter_map(|&id| engine.tokenizer.token(id)).map(str::to_string).collect()
+}
 
-        let mut needs_fallback = opts.compression_ratio_threshold.is_some_and(|t| compression_ratio > t)
-            || opts.log_prob_threshold.is_some_and(|t| avg_logprob < t);
-        if opts.no_speech_threshold.is_some_and(|t| result.no_speech_prob > t)
-            && opts.log_prob_threshold.is_some_and(|t| avg_logprob < t)
-        {
-            needs_fallback = false; // silence: no point in sampling harder
-        }
-        if !needs_fallback {
+fn window_result(engine: &Engine, opts: &DecodeOptions, temperature: f32, r: &crate::ct2::sys::WhisperGenerationResult) -> WindowResult {
+    let tokens: Vec<u32> = r.sequences_ids.first().map(|s| s.iter().map(|&t| t as u32).collect()).unwrap_or_default();
+    let score = r.scores.first().copied().unwrap_or(f32::NEG_INFINITY);
+    let n = tokens.len() as f32;
+    // CTranslate2 returns the length-normalised score; undo it as
+    // faster-whisper does to get openai-whisper's avg_logprob.
+    let avg_logprob = score * n.powf(opts.length_penalty) / (n + 1.0);
+    let text = engine.tokenizer.decode(&tokens);
+    let compression_ratio = compression_ratio(&text);
+    tracing::debug!(temperature, avg_logprob, compression_ratio, no_speech_prob = r.no_speech_prob,
+        tokens = tokens.len(), text = %text, "decoded window");
+    WindowResult { tokens, temperature, avg_logprob, compression_ratio, no_speech_prob: r.no_speech_prob }
+}
+
+/// Retries one window at the next temperatures (alone: sampling settings
+/// differ from the batch's), after `first` failed the quality checks.
+fn fallback(engine: &Engine, d: &Decoding, prompt: &[String], first: WindowResult) -> Result<WindowResult, EngineError> {
+    let mut window = Vec::new();
+    d.window_into(&mut window);
+    let features = storage(&mut window, d.mel.n_mels, 1)?;
+    let encoded = engine.whisper.encode(&features, false).map_err(inference)?;
+    let mut tried = vec![first];
+    for &temperature in d.opts.temperatures.iter().skip(1) {
+        let r = engine
+            .whisper
+            .generate(&encoded, std::slice::from_ref(&prompt.to_vec()), &whisper_options(&d.opts, temperature))
+            .map_err(inference)?;
+        let r = r.into_iter().next().ok_or_else(|| EngineError::Inference("no generation result".into()))?;
+        let result = window_result(engine, &d.opts, temperature, &r);
+        if !result.needs_fallback(&d.opts) {
             return Ok(result);
         }
         tried.push(result);
@@ -330,7 +500,7 @@ fn decode_with_fallback(
     // Every temperature failed. openai-whisper keeps the last (hottest)
     // result; like faster-whisper we keep the most probable one among those
     // that are not repetition loops, which is far less often garbage.
-    let loops = |r: &WindowResult| opts.compression_ratio_threshold.is_some_and(|t| r.compression_ratio > t);
+    let loops = |r: &WindowResult| d.opts.compression_ratio_threshold.is_some_and(|t| r.compression_ratio > t);
     let pool: Vec<WindowResult> = if tried.iter().any(|r| !loops(r)) {
         tried.into_iter().filter(|r| !loops(r)).collect()
     } else {
@@ -339,6 +509,14 @@ fn decode_with_fallback(
     pool.into_iter()
         .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
         .ok_or_else(|| EngineError::Inference("no temperature to decode with".into()))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn storage(data: &mut [f32], n_mels: usize, batch: usize) -> Result<StorageView<'_>, EngineError> {
+    StorageView::new(&[batch, n_mels, N_FRAMES], data, Device::CPU).map_err(inference)
 }
 
 /// gzip-style compression ratio of the text, openai-whisper's repetition test.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ct2::sys::{self as ct2, ComputeType, Device, Whisper};
-pub use decode::{DecodeOptions, Task};
+pub use decode::{step, DecodeOptions, Decoding, Task};
 pub use words::Word;
 use mel::MelExtractor;
 use tokenizer::Tokenizer;
@@ -169,30 +169,8 @@ impl Engine {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// Transcribes 16 kHz mono samples of any length.
-    pub fn transcribe(&self, audio: &[f32], opts: &DecodeOptions) -> Result<Transcript, EngineError> {
-        if !opts.vad_filter {
-            return decode::transcribe(self, audio, opts);
-        }
-        // Decode the speech alone, then put every time back on the
-        // original audio's timeline.
-        let duration = audio.len() as f64 / mel::SAMPLE_RATE as f64;
-        let chunks = crate::vad::speech_chunks(audio, &crate::vad::VadOptions::default());
-        if chunks.is_empty() {
-            let language = opts.language.clone().unwrap_or_else(|| "en".into());
-            return Ok(Transcript { text: String::new(), segments: Vec::new(), language, language_probability: 0.0, duration });
-        }
-        let (speech, map) = crate::vad::collect(audio, &chunks);
-        let mut t = decode::transcribe(self, &speech, opts)?;
-        for seg in &mut t.segments {
-            seg.start = map.original_time(seg.start, false);
-            seg.end = map.original_time(seg.end, true);
-            for w in &mut seg.words {
-                w.start = map.original_time(w.start, false);
-                w.end = map.original_time(w.end, true);
-            }
-        }
-        t.duration = duration;
-        Ok(t)
+    /// Transcribes 16 kHz mono samples of any length, alone.
+    pub fn transcribe(&self, audio: Vec<f32>, opts: &DecodeOptions) -> Result<Transcript, EngineError> {
+        decode::transcribe(self, audio, opts)
     }
 }
