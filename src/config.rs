@@ -185,8 +185,10 @@ impl Default for ModelConfig {
 impl Default for DeploymentConfig {
     fn default() -> Self {
         Self {
-            num_replicas: 1,
-            cpu_per_replica: 2.0,
+            // Measured on 2 cores (BENCHMARKS.md): two single-threaded
+            // replicas, each batching, clear the most audio per second.
+            num_replicas: 2,
+            cpu_per_replica: 1.0,
             gpu_per_replica: 0.0,
             mode: None,
             max_concurrent_queries: None,
@@ -1050,7 +1052,9 @@ mod tests {
 
     #[test]
     fn threads_per_replica_from_cpu_per_replica() {
-        let mut c = Config::default(); // 1 replica × 2 CPU
+        let mut c = Config::default();
+        c.deployment.num_replicas = 1;
+        c.deployment.cpu_per_replica = 2.0;
         assert_eq!(c.threads_per_replica(8), 2);
         assert_eq!(c.threads_per_replica(1), 1); // capped by the machine
         c.server.num_cpus = 2; // the original file

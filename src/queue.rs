@@ -210,7 +210,9 @@ impl Batcher {
     /// Decodes one window of every active transcription that shares the
     /// generation settings of the one that waited longest.
     fn step(&self, active: &mut Vec<Active>, step_no: u64) {
-        let Some(first) = active.iter().min_by_key(|a| a.last_step) else { return };
+        // The one that waited longest goes first; among equals, the one
+        // closest to done, which keeps short requests short.
+        let Some(first) = active.iter().min_by_key(|a| (a.last_step, a.decoding.windows_left())) else { return };
         let key = first.decoding.gen_key();
         let mut chosen: Vec<usize> = (0..active.len()).filter(|&i| active[i].decoding.gen_key() == key).collect();
         chosen.truncate(self.settings.max_batch_size.max(1));

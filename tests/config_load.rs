@@ -20,13 +20,13 @@ fn repo_config_json_loads_and_validates() {
     assert_eq!(cfg.model.supported_formats, [".wav", ".mp3", ".m4a", ".ogg", ".flac"]);
     assert_eq!(cfg.server.num_cpus, 2);
     assert!(!cfg.server.dedicated_cpu);
-    assert_eq!(cfg.deployment.num_replicas, 1);
-    assert_eq!(cfg.deployment.cpu_per_replica, 2.0);
+    assert_eq!(cfg.deployment.num_replicas, 2);
+    assert_eq!(cfg.deployment.cpu_per_replica, 1.0);
     assert_eq!(cfg.deployment.gpu_per_replica, 0.0);
     assert_eq!(cfg.logging.level, "INFO");
     assert_eq!(cfg.logging.format, "%(asctime)s - %(name)s - %(levelname)s - %(message)s");
     assert_eq!(cfg.logging.file_path(), Some(Path::new("logs/whisper_service.log")));
-    assert_eq!(cfg.threads_per_replica(64), 2);
+    assert_eq!(cfg.threads_per_replica(64), 1);
 }
 
 #[test]

@@ -102,6 +102,9 @@ impl WindowResult {
 /// keys differ are decoded in separate batches.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GenKey {
+    /// CTranslate2 needs <|startoftranscript|> at the same position in every
+    /// prompt of a batch: windows with and without previous text do not mix.
+    has_previous: bool,
     first_temperature: u32,
     beam_size: usize,
     patience: u32,
@@ -243,6 +246,7 @@ impl Decoding {
     pub(crate) fn gen_key(&self) -> GenKey {
         let o = &self.opts;
         GenKey {
+            has_previous: !self.previous().is_empty(),
             first_temperature: o.temperatures.first().copied().unwrap_or(0.0).to_bits(),
             beam_size: o.beam_size,
             patience: o.patience.to_bits(),
@@ -261,9 +265,17 @@ impl Decoding {
         self.mel.window_into(self.seek, self.segment_size(), out);
     }
 
-    fn prompt(&self) -> Vec<u32> {
+    /// The previous text the next window is conditioned on.
+    fn previous(&self) -> &[u32] {
         let previous = &self.all_tokens[self.prompt_reset_since..];
-        let previous = &previous[previous.len().saturating_sub(MAX_PROMPT_TOKENS)..];
+        &previous[previous.len().saturating_sub(MAX_PROMPT_TOKENS)..]
+    }
+
+    /// The prompt of the next window, with at most `max_previous` tokens of
+    /// previous text (batched windows share one prompt length).
+    fn prompt(&self, max_previous: usize) -> Vec<u32> {
+        let previous = self.previous();
+        let previous = &previous[previous.len().saturating_sub(max_previous)..];
         let mut prompt = Vec::with_capacity(previous.len() + 5);
         if !previous.is_empty() {
             prompt.push(self.sot_prev_token);
@@ -437,8 +449,11 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
         }
     }
 
-    let prompts: Vec<Vec<&str>> =
-        batch.iter().map(|d| d.prompt().iter().filter_map(|&id| tk.token(id)).collect()).collect();
+    let shared_previous = batch.iter().map(|d| d.previous().len()).min().unwrap_or(0);
+    let prompts: Vec<Vec<&str>> = batch
+        .iter()
+        .map(|d| d.prompt(shared_previous).iter().filter_map(|&id| tk.token(id)).collect())
+        .collect();
     let first_temperature = batch[0].opts.temperatures.first().copied().unwrap_or(0.0);
     let results = engine
         .whisper
@@ -450,7 +465,7 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
     for (d, r) in batch.iter_mut().zip(results) {
         let first = window_result(engine, &d.opts, first_temperature, &r);
         let outcome = if first.needs_fallback(&d.opts) {
-            fallback(engine, d, &prompts_for(engine, d), first)
+            fallback(engine, d, &prompts_for(engine, d, shared_previous), first)
         } else {
             Ok(first)
         };
@@ -459,8 +474,8 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
     Ok(outcomes)
 }
 
-fn prompts_for(engine: &Engine, d: &Decoding) -> Vec<String> {
-    d.prompt().iter().filter_map(|&id| engine.tokenizer.token(id)).map(str::to_string).collect()
+fn prompts_for(engine: &Engine, d: &Decoding, max_previous: usize) -> Vec<String> {
+    d.prompt(max_previous).iter().filter_map(|&id| engine.tokenizer.token(id)).map(str::to_string).collect()
 }
 
 fn window_result(engine: &Engine, opts: &DecodeOptions, temperature: f32, r: &crate::ct2::sys::WhisperGenerationResult) -> WindowResult {

@@ -1,0 +1,114 @@
+//! Batching across requests: correctness against one-at-a-time decoding,
+//! batches really formed, and fair scheduling of short requests.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let text = client().get(format!("{}/metrics", server.url)).send().unwrap().text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+#[test]
+fn clips_sent_at_once_get_their_own_transcripts_as_when_sent_alone() {
+    let clips: Vec<_> = corpus().into_iter().take(16).collect();
+    let alone_server = Server::start(test_config(json!({"batching": {"max_batch_size": 1}})));
+    let alone: Vec<String> = clips
+        .iter()
+        .map(|(p, _)| transcribe_file(&alone_server, p).1["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    drop(alone_server);
+
+    let server = Server::start(test_config(json!({"batching": {"max_batch_size": 8, "max_wait_ms": 50}})));
+    let handles: Vec<_> = clips
+        .iter()
+        .map(|(p, _)| {
+            let (url, path) = (server.url.clone(), p.clone());
+            std::thread::spawn(move || {
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                post_file(&format!("{url}/transcribe"), "audio_file", &name, std::fs::read(&path).unwrap())
+            })
+        })
+        .collect();
+    let batched: Vec<String> = handles
+        .into_iter()
+        .map(|h| {
+            let (status, body) = h.join().unwrap();
+            assert_eq!(status, 200, "{body}");
+            body["text"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    // Each request got its own clip's words (not a neighbour's) ...
+    let refs: Vec<(String, String)> = clips.iter().map(|(_, r)| r.clone()).zip(batched.iter().cloned()).collect();
+    assert!(wer(&refs) <= 0.10, "batched transcripts do not match their clips");
+    // ... and the same text as alone (batched arithmetic may break a rare tie differently).
+    let pairs: Vec<(String, String)> = alone.into_iter().zip(batched).collect();
+    let diff = wer(&pairs);
+    eprintln!("WER between alone and batched over {} clips: {diff:.4}", pairs.len());
+    assert!(diff <= 0.01, "batched differs from alone: WER {diff}");
+    let max_batch = metric(&server, "whisper_serve_batch_size_max");
+    assert!(max_batch > 1.0, "no batch larger than one was formed ({max_batch})");
+}
+
+#[test]
+fn short_requests_are_not_stuck_behind_a_long_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A 3-minute file of distinct speech (repeating one clip would look
+    // like a repetition loop to Whisper's checks and be decoded again hot).
+    let mut parts = Vec::new();
+    let mut total = 0.0;
+    for (i, (path, _)) in corpus().iter().enumerate() {
+        let out = tmp.path().join(format!("{i:03}.wav"));
+        tool("sox", &[path.to_str().unwrap(), "-r", "16000", "-c", "1", "-b", "16", out.to_str().unwrap()]);
+        total += std::fs::metadata(&out).unwrap().len() as f64 / 32000.0;
+        parts.push(out.to_str().unwrap().to_string());
+        if total >= 180.0 {
+            break;
+        }
+    }
+    let long = tmp.path().join("long.wav");
+    let long_s = long.to_str().unwrap().to_string();
+    let mut args: Vec<&str> = parts.iter().map(String::as_str).collect();
+    args.push(&long_s);
+    tool("sox", &args);
+    let j = jfk_wav();
+    let j = j.to_str().unwrap();
+    // Ten 5-second clips.
+    let short = tmp.path().join("short.wav");
+    tool("sox", &[j, short.to_str().unwrap(), "trim", "0", "5"]);
+
+    let server = Server::start(test_config(json!({"batching": {"max_batch_size": 8}})));
+    let start = Instant::now();
+    let url = server.url.clone();
+    let long_req = std::thread::spawn(move || {
+        let (s, b) = post_file(&format!("{url}/transcribe"), "audio_file", "long.wav", std::fs::read(&long).unwrap());
+        (s, b, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let shorts: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, path) = (server.url.clone(), short.clone());
+            std::thread::spawn(move || {
+                let (s, b) = post_file(&format!("{url}/transcribe"), "audio_file", "short.wav", std::fs::read(&path).unwrap());
+                (s, b, start.elapsed())
+            })
+        })
+        .collect();
+    let shorts: Vec<_> = shorts.into_iter().map(|h| h.join().unwrap()).collect();
+    let (s, b, long_done) = long_req.join().unwrap();
+    assert_eq!(s, 200, "{b}");
+    assert!(b["text"].as_str().unwrap_or_default().split_whitespace().count() > 300, "{b}");
+    let last_short = shorts.iter().map(|r| r.2).max().unwrap();
+    for (s, b, _) in &shorts {
+        assert_eq!(*s, 200, "{b}");
+        assert!(b["text"].as_str().unwrap_or_default().contains("fellow Americans"), "{b}");
+    }
+    eprintln!("all short requests done after {last_short:?}, the long one after {long_done:?}");
+    assert!(last_short * 2 < long_done, "short requests waited for the long file: {last_short:?} vs {long_done:?}");
+}
