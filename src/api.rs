@@ -153,7 +153,7 @@ pub async fn run_transcription(
 async fn transcribe(State(state): State<Arc<AppState>>, form: Multipart) -> Result<Response, ApiError> {
     let started = Instant::now();
     let upload = read_upload(form, "audio_file", state.config.limits.max_upload_mb).await?;
-    let opts = options::from_fields(&upload.fields, &state.config.decoding, None)?;
+    let opts = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, None)?;
     let task = opts.decode.task;
     let transcript = run_transcription(&state, upload, opts.decode).await?;
     Ok(match opts.response_format {
@@ -193,7 +193,7 @@ fn served_model_names(state: &AppState) -> Vec<String> {
 
 async fn openai_route(state: Arc<AppState>, form: Multipart, task: Option<Task>) -> Result<Response, OpenAiError> {
     let upload = read_upload(form, "file", state.config.limits.max_upload_mb).await?;
-    let opts: RequestOptions = options::from_fields(&upload.fields, &state.config.decoding, task)?;
+    let opts: RequestOptions = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, task)?;
     let model = opts.model.clone().ok_or(ApiError::MissingField("model"))?;
     if !served_model_names(&state).contains(&model) {
         return Err(ApiError::UnknownModel(model).into());

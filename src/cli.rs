@@ -122,7 +122,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         Command::Transcribe { files, json, language, translate, word_timestamps, vad_filter, prompt } => {
             let engine = crate::server::load_engine(&config).await?;
             let engine = std::sync::Arc::new(engine);
-            let mut options = crate::engine::DecodeOptions::from(&config.decoding);
+            let mut options = config.decoding.clone();
             options.language = language.or(options.language);
             options.initial_prompt = prompt.or(options.initial_prompt);
             options.word_timestamps |= word_timestamps;

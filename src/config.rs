@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::engine::DecodeOptions;
 use serde_json::{Map, Value};
 
 /// Model names `model.size` accepts (besides a path to a model folder).
@@ -33,7 +35,9 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub limits: LimitsConfig,
     pub engine: EngineConfig,
-    pub decoding: DecodingConfig,
+    /// Server-wide decoding defaults (openai-whisper's `transcribe`
+    /// options), which requests may override within `limits.max_*`.
+    pub decoding: DecodeOptions,
     pub batching: BatchingConfig,
 }
 
@@ -103,6 +107,9 @@ pub struct LimitsConfig {
     /// Jobs waiting for an engine replica; a full queue answers 503.
     pub max_queue: usize,
     pub request_timeout_s: u64,
+    /// The largest `beam_size` and `best_of` a request may ask.
+    pub max_beam_size: usize,
+    pub max_best_of: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,37 +136,6 @@ impl Default for BatchingConfig {
     fn default() -> Self {
         Self { max_batch_size: 8, max_wait_ms: 10 }
     }
-}
-
-/// Server-wide decoding defaults (openai-whisper's `transcribe` options),
-/// which requests may override within the `max_*` bounds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DecodingConfig {
-    /// A language code ("en", "de", ...); null = detect (multilingual models).
-    pub language: Option<String>,
-    /// "transcribe" or "translate" (to English).
-    pub task: String,
-    pub beam_size: usize,
-    pub best_of: usize,
-    pub patience: f32,
-    pub length_penalty: f32,
-    /// Tried in order while a window's result looks like a failure.
-    pub temperatures: Vec<f32>,
-    pub compression_ratio_threshold: Option<f32>,
-    pub log_prob_threshold: Option<f32>,
-    pub no_speech_threshold: Option<f32>,
-    pub condition_on_previous_text: bool,
-    pub initial_prompt: Option<String>,
-    pub word_timestamps: bool,
-    pub vad_filter: bool,
-    pub max_initial_timestamp: f32,
-    pub suppress_blank: bool,
-    /// Token ids never generated; -1 = the model's set of non-speech symbols.
-    pub suppress_tokens: Vec<i32>,
-    /// Upper bounds for what a request may ask.
-    pub max_beam_size: usize,
-    pub max_best_of: usize,
 }
 
 impl Default for ServerConfig {
@@ -208,7 +184,14 @@ impl Default for LoggingConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_upload_mb: 100, max_audio_seconds: 14400.0, max_queue: 256, request_timeout_s: 600 }
+        Self {
+            max_upload_mb: 100,
+            max_audio_seconds: 14400.0,
+            max_queue: 256,
+            request_timeout_s: 600,
+            max_beam_size: 10,
+            max_best_of: 10,
+        }
     }
 }
 
@@ -218,31 +201,6 @@ impl Default for EngineConfig {
     }
 }
 
-impl Default for DecodingConfig {
-    fn default() -> Self {
-        Self {
-            language: None,
-            task: "transcribe".into(),
-            beam_size: 5,
-            best_of: 5,
-            patience: 1.0,
-            length_penalty: 1.0,
-            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-            compression_ratio_threshold: Some(2.4),
-            log_prob_threshold: Some(-1.0),
-            no_speech_threshold: Some(0.6),
-            condition_on_previous_text: true,
-            initial_prompt: None,
-            word_timestamps: false,
-            vad_filter: false,
-            max_initial_timestamp: 1.0,
-            suppress_blank: true,
-            suppress_tokens: vec![-1],
-            max_beam_size: 10,
-            max_best_of: 10,
-        }
-    }
-}
 
 /// Environment variable naming the config file when no explicit path is given.
 pub const CONFIG_PATH_ENV: &str = "WHISPER_SERVE_CONFIG";
@@ -693,21 +651,18 @@ impl Config {
         }
 
         // decoding
-        let dc = &self.decoding;
-        if !(1..=16).contains(&dc.max_beam_size) {
-            return bad("decoding.max_beam_size", &dc.max_beam_size, "1-16");
+        let (dc, bounds) = (&self.decoding, &self.limits);
+        if !(1..=16).contains(&bounds.max_beam_size) {
+            return bad("limits.max_beam_size", &bounds.max_beam_size, "1-16");
         }
-        if !(1..=16).contains(&dc.max_best_of) {
-            return bad("decoding.max_best_of", &dc.max_best_of, "1-16");
+        if !(1..=16).contains(&bounds.max_best_of) {
+            return bad("limits.max_best_of", &bounds.max_best_of, "1-16");
         }
-        if !(1..=dc.max_beam_size).contains(&dc.beam_size) {
-            return bad("decoding.beam_size", &dc.beam_size, &format!("1-{} (decoding.max_beam_size)", dc.max_beam_size));
+        if !(1..=bounds.max_beam_size).contains(&dc.beam_size) {
+            return bad("decoding.beam_size", &dc.beam_size, &format!("1-{} (limits.max_beam_size)", bounds.max_beam_size));
         }
-        if !(1..=dc.max_best_of).contains(&dc.best_of) {
-            return bad("decoding.best_of", &dc.best_of, &format!("1-{} (decoding.max_best_of)", dc.max_best_of));
-        }
-        if dc.task != "transcribe" && dc.task != "translate" {
-            return bad("decoding.task", &quoted(&dc.task), "\"transcribe\" or \"translate\"");
+        if !(1..=bounds.max_best_of).contains(&dc.best_of) {
+            return bad("decoding.best_of", &dc.best_of, &format!("1-{} (limits.max_best_of)", bounds.max_best_of));
         }
         if dc.temperatures.is_empty() || dc.temperatures.iter().any(|t| !(t.is_finite() && (0.0..=2.0).contains(t))) {
             return bad("decoding.temperatures", &format!("{:?}", dc.temperatures), "a non-empty list of numbers in 0-2");

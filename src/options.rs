@@ -2,35 +2,10 @@
 //! and the OpenAI-compatible routes: parsed, checked against the
 //! configured bounds, and laid over the server-wide decoding defaults.
 
-use crate::config::DecodingConfig;
+use crate::config::LimitsConfig;
 use crate::engine::{DecodeOptions, Task};
 use crate::error::ApiError;
 use crate::formats::{Granularities, ResponseFormat};
-
-impl From<&DecodingConfig> for DecodeOptions {
-    fn from(c: &DecodingConfig) -> Self {
-        DecodeOptions {
-            language: c.language.clone(),
-            task: if c.task == "translate" { Task::Translate } else { Task::Transcribe },
-            beam_size: c.beam_size,
-            best_of: c.best_of,
-            patience: c.patience,
-            length_penalty: c.length_penalty,
-            temperatures: c.temperatures.clone(),
-            compression_ratio_threshold: c.compression_ratio_threshold,
-            log_prob_threshold: c.log_prob_threshold,
-            no_speech_threshold: c.no_speech_threshold,
-            condition_on_previous_text: c.condition_on_previous_text,
-            initial_prompt: c.initial_prompt.clone(),
-            word_timestamps: c.word_timestamps,
-            vad_filter: c.vad_filter,
-            without_timestamps: false,
-            max_initial_timestamp: c.max_initial_timestamp,
-            suppress_blank: c.suppress_blank,
-            suppress_tokens: c.suppress_tokens.clone(),
-        }
-    }
-}
 
 /// What a request asked for.
 #[derive(Debug, Clone)]
@@ -63,10 +38,11 @@ fn parse_bounded(param: &'static str, v: &str, max: usize) -> Result<usize, ApiE
 /// `forced_task` is the translations route's.
 pub fn from_fields(
     fields: &[(String, String)],
-    defaults: &DecodingConfig,
+    defaults: &DecodeOptions,
+    limits: &LimitsConfig,
     forced_task: Option<Task>,
 ) -> Result<RequestOptions, ApiError> {
-    let mut decode = DecodeOptions::from(defaults);
+    let mut decode = defaults.clone();
     let mut response_format = None;
     let mut granularities: Option<Granularities> = None;
     let mut model = None;
@@ -97,8 +73,8 @@ pub fn from_fields(
                     decode.temperatures = vec![t];
                 }
             }
-            "beam_size" => decode.beam_size = parse_bounded("beam_size", v, defaults.max_beam_size)?,
-            "best_of" => decode.best_of = parse_bounded("best_of", v, defaults.max_best_of)?,
+            "beam_size" => decode.beam_size = parse_bounded("beam_size", v, limits.max_beam_size)?,
+            "best_of" => decode.best_of = parse_bounded("best_of", v, limits.max_best_of)?,
             "patience" => {
                 decode.patience = v.parse().ok().filter(|p: &f32| *p > 0.0 && *p <= 10.0).ok_or_else(|| {
                     ApiError::InvalidParam { param: "patience", message: format!("`{v}` is not a number in (0, 10]") }
@@ -163,11 +139,12 @@ mod tests {
 
     #[test]
     fn fields_override_defaults_within_bounds() {
-        let d = DecodingConfig::default();
+        let (d, l) = (DecodeOptions::default(), LimitsConfig::default());
         let o = from_fields(
             &f(&[("language", "DE"), ("beam_size", "3"), ("temperature", "0.4"), ("timestamp_granularities[]", "word"),
                 ("timestamp_granularities[]", "segment"), ("response_format", "verbose_json")]),
             &d,
+            &l,
             None,
         )
         .unwrap();
@@ -176,16 +153,16 @@ mod tests {
         assert_eq!(o.decode.temperatures, vec![0.4]);
         assert!(o.decode.word_timestamps && o.granularities.word && o.granularities.segment);
         assert_eq!(o.response_format, Some(ResponseFormat::VerboseJson));
-        let zero = from_fields(&f(&[("temperature", "0")]), &d, None).unwrap();
+        let zero = from_fields(&f(&[("temperature", "0")]), &d, &l, None).unwrap();
         assert_eq!(zero.decode.temperatures, d.temperatures);
     }
 
     #[test]
     fn bad_values_name_the_parameter() {
-        let d = DecodingConfig::default();
+        let (d, l) = (DecodeOptions::default(), LimitsConfig::default());
         for (k, v) in [("beam_size", "99"), ("temperature", "3"), ("response_format", "xml"), ("task", "summarise"),
             ("word_timestamps", "maybe"), ("timestamp_granularities[]", "char"), ("colour", "blue")] {
-            match from_fields(&f(&[(k, v)]), &d, None) {
+            match from_fields(&f(&[(k, v)]), &d, &l, None) {
                 Err(ApiError::InvalidParam { .. }) => {}
                 other => panic!("{k}={v}: {other:?}"),
             }
@@ -194,7 +171,7 @@ mod tests {
 
     #[test]
     fn the_translations_route_forces_its_task() {
-        let o = from_fields(&f(&[("task", "transcribe")]), &DecodingConfig::default(), Some(Task::Translate)).unwrap();
+        let o = from_fields(&f(&[("task", "transcribe")]), &DecodeOptions::default(), &LimitsConfig::default(), Some(Task::Translate)).unwrap();
         assert_eq!(o.decode.task, Task::Translate);
     }
 }

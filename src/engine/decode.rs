@@ -27,8 +27,10 @@ pub enum Task {
 }
 
 /// Decoding settings; the defaults are openai-whisper's `transcribe` ones
-/// with beam search (beam 5), as faster-whisper uses.
-#[derive(Debug, Clone, PartialEq)]
+/// with beam search (beam 5), as faster-whisper uses. The config's
+/// `decoding` section holds the server-wide values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DecodeOptions {
     pub language: Option<String>,
     pub task: Task,
