@@ -34,25 +34,10 @@ fn words(s: &str) -> HashSet<String> {
 #[test]
 fn a_three_minute_file_is_transcribed_in_full() {
     let tmp = tempfile::tempdir().unwrap();
-    // Every clip as 16 kHz mono, in corpus order, until three minutes.
-    let mut parts = Vec::new();
-    let mut refs = Vec::new();
-    let mut total = 0.0;
-    for (i, (path, reference)) in corpus().iter().enumerate() {
-        let out = tmp.path().join(format!("{i:03}.wav"));
-        tool("sox", &[path.to_str().unwrap(), "-r", "16000", "-c", "1", "-b", "16", out.to_str().unwrap()]);
-        total += std::fs::metadata(&out).unwrap().len() as f64 / 32000.0;
-        parts.push(out.to_str().unwrap().to_string());
-        refs.push(reference.clone());
-        if total >= 180.0 {
-            break;
-        }
-    }
+    let (long, bounds) = concat_corpus(tmp.path(), 180.0);
+    let total = bounds.last().map_or(0.0, |b| b.0);
+    let refs: Vec<String> = bounds.into_iter().map(|b| b.1).collect();
     assert!(total >= 180.0, "only {total} s of speech");
-    let long = tmp.path().join("long.wav");
-    let mut args: Vec<&str> = parts.iter().map(String::as_str).collect();
-    args.push(long.to_str().unwrap());
-    tool("sox", &args);
 
     let server = Server::start(test_config(json!({})));
     let (status, body) = transcribe_file(&server, &long);

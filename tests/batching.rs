@@ -61,22 +61,7 @@ fn short_requests_are_not_stuck_behind_a_long_file() {
     let tmp = tempfile::tempdir().unwrap();
     // A 3-minute file of distinct speech (repeating one clip would look
     // like a repetition loop to Whisper's checks and be decoded again hot).
-    let mut parts = Vec::new();
-    let mut total = 0.0;
-    for (i, (path, _)) in corpus().iter().enumerate() {
-        let out = tmp.path().join(format!("{i:03}.wav"));
-        tool("sox", &[path.to_str().unwrap(), "-r", "16000", "-c", "1", "-b", "16", out.to_str().unwrap()]);
-        total += std::fs::metadata(&out).unwrap().len() as f64 / 32000.0;
-        parts.push(out.to_str().unwrap().to_string());
-        if total >= 180.0 {
-            break;
-        }
-    }
-    let long = tmp.path().join("long.wav");
-    let long_s = long.to_str().unwrap().to_string();
-    let mut args: Vec<&str> = parts.iter().map(String::as_str).collect();
-    args.push(&long_s);
-    tool("sox", &args);
+    let (long, _) = concat_corpus(tmp.path(), 180.0);
     let j = jfk_wav();
     let j = j.to_str().unwrap();
     // Ten 5-second clips.

@@ -31,21 +31,9 @@ fn transcribe_with(server: &Server, path: &std::path::Path, fields: &[(&str, &st
 #[test]
 fn the_whole_corpus_as_one_file_decodes_as_well_as_faster_whisper() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut parts = Vec::new();
-    let mut bounds = Vec::new(); // (end time, reference)
-    let mut total = 0.0;
-    for (i, (path, reference)) in corpus().iter().enumerate() {
-        let out = tmp.path().join(format!("{i:03}.wav"));
-        tool("sox", &[path.to_str().unwrap(), "-r", "16000", "-c", "1", "-b", "16", out.to_str().unwrap()]);
-        total += (std::fs::metadata(&out).unwrap().len() - 44) as f64 / 32000.0;
-        bounds.push((total, reference.clone()));
-        parts.push(out.to_str().unwrap().to_string());
-    }
+    let (long, bounds) = concat_corpus(tmp.path(), f64::INFINITY);
+    let total = bounds.last().map_or(0.0, |b| b.0);
     assert!(total >= 300.0, "{total} s");
-    let long = tmp.path().join("corpus.wav");
-    let mut args: Vec<&str> = parts.iter().map(String::as_str).collect();
-    args.push(long.to_str().unwrap());
-    tool("sox", &args);
     let reference = bounds.iter().map(|b| b.1.as_str()).collect::<Vec<_>>().join(" ");
 
     let server = Server::start(test_config(json!({})));

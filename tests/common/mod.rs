@@ -201,6 +201,31 @@ pub fn corpus() -> Vec<(PathBuf, String)> {
     out
 }
 
+/// Corpus clips joined, in order, into one 16 kHz mono WAV in `dir`, until
+/// `min_seconds` (all of them for `f64::INFINITY`). Returns the file and,
+/// for each clip, where it ends in the file (s) and its reference.
+pub fn concat_corpus(dir: &Path, min_seconds: f64) -> (PathBuf, Vec<(f64, String)>) {
+    let mut parts = Vec::new();
+    let mut bounds = Vec::new();
+    let mut total = 0.0;
+    for (i, (path, reference)) in corpus().iter().enumerate() {
+        let out = dir.join(format!("{i:03}.wav"));
+        tool("sox", &[path.to_str().unwrap(), "-r", "16000", "-c", "1", "-b", "16", out.to_str().unwrap()]);
+        // 16-bit mono at 16 kHz after a 44-byte header (sox writes no other chunk).
+        total += (std::fs::metadata(&out).expect("clip").len() - 44) as f64 / 32000.0;
+        parts.push(out.to_str().unwrap().to_string());
+        bounds.push((total, reference.clone()));
+        if total >= min_seconds {
+            break;
+        }
+    }
+    let long = dir.join("corpus.wav");
+    let mut args: Vec<&str> = parts.iter().map(String::as_str).collect();
+    args.push(long.to_str().unwrap());
+    tool("sox", &args);
+    (long, bounds)
+}
+
 pub fn python() -> PathBuf {
     std::env::var_os("WHISPER_SERVE_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"))
 }
