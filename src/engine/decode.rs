@@ -436,7 +436,9 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
         features.extend_from_slice(&one);
     }
     let view = storage(&mut features, n_mels, n)?;
+    let started = std::time::Instant::now();
     let encoded = engine.whisper.encode(&view, false).map_err(inference)?;
+    let encode_ms = started.elapsed().as_millis() as u64;
 
     if batch.iter().any(|d| d.language.is_none()) {
         let detected = engine.whisper.detect_language(&encoded).map_err(inference)?;
@@ -461,7 +463,8 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
         .whisper
         .generate(&encoded, &prompts, &whisper_options(&batch[0].opts, first_temperature))
         .map_err(inference)?;
-    tracing::debug!(batch = n, "decoded a batch of windows");
+    tracing::debug!(batch = n, encode_ms, generate_ms = started.elapsed().as_millis() as u64 - encode_ms,
+        "decoded a batch of windows");
 
     let mut outcomes = Vec::with_capacity(n);
     for (d, r) in batch.iter_mut().zip(results) {
