@@ -134,7 +134,7 @@ pub struct BatchingConfig {
 
 impl Default for BatchingConfig {
     fn default() -> Self {
-        Self { max_batch_size: 8, max_wait_ms: 10 }
+        Self { max_batch_size: 4, max_wait_ms: 10 }
     }
 }
 

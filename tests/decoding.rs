@@ -70,19 +70,24 @@ fn the_whole_corpus_as_one_file_decodes_as_well_as_faster_whisper() {
         assert!(start >= last - 0.01 && end >= start && end <= total + 0.5, "segment out of order: {s}");
         last = start;
     }
+    // A segment that ends with a clip's last three words, near that clip's
+    // end, ends within 1 s of it. (Two clips can end alike, "... he could
+    // wait no longer": a segment is held to the nearest of them.)
+    let tail = |text: &str| norm_words(text).into_iter().rev().take(3).collect::<Vec<_>>();
     let mut checked = 0;
-    for (end_time, r) in &bounds {
-        let tail: Vec<String> = norm_words(r).into_iter().rev().take(2).collect();
-        for s in segments {
-            let words: Vec<String> = norm_words(s["text"].as_str().unwrap_or_default()).into_iter().rev().take(2).collect();
-            let seg_end = s["end"].as_f64().unwrap();
-            if words == tail && (seg_end - end_time).abs() < 15.0 {
-                assert!((seg_end - end_time).abs() <= 1.0, "segment ends at {seg_end}, clip at {end_time}: {r}");
-                checked += 1;
-            }
+    for s in segments {
+        let words = tail(s["text"].as_str().unwrap_or_default());
+        let seg_end = s["end"].as_f64().unwrap();
+        let nearest = bounds
+            .iter()
+            .filter(|(end_time, r)| (end_time - seg_end).abs() < 8.0 && tail(r) == words)
+            .min_by(|a, b| (a.0 - seg_end).abs().total_cmp(&(b.0 - seg_end).abs()));
+        if let Some((end_time, r)) = nearest {
+            assert!((seg_end - end_time).abs() <= 1.0, "segment ends at {seg_end}, clip at {end_time:.2}: {r}");
+            checked += 1;
         }
     }
-    assert!(checked >= bounds.len() / 3, "only {checked} clip ends matched a segment end");
+    assert!(checked >= bounds.len() / 4, "only {checked} clip ends matched a segment end");
 }
 
 #[test]

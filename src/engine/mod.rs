@@ -32,6 +32,9 @@ pub enum EngineError {
     BadOption(String),
 }
 
+/// Seed of CTranslate2's random generators (temperature fallback).
+const SAMPLING_SEED: u32 = 42;
+
 /// Where and how to run the model.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -137,6 +140,9 @@ impl Engine {
             max_queued_batches: 0,
             cpu_core_offset: -1,
         };
+        // Temperature fallback samples; a fixed seed makes the same audio
+        // give the same text from one run of the server to the next.
+        ct2::set_random_seed(SAMPLING_SEED);
         let whisper = Whisper::new(path, config).map_err(|e| load_err(e.to_string()))?;
         let multilingual = whisper.is_multilingual();
         let mel = MelExtractor::new(whisper.n_mels());
