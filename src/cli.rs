@@ -76,6 +76,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any thread exists: threads pick their malloc arena at birth.
+    crate::engine::reuse_freed_memory(config.engine.reuse_memory_mb as usize);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

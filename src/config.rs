@@ -120,6 +120,8 @@ pub struct EngineConfig {
     pub compute_type: String,
     /// Threads per replica; 0 = derived from the deployment section.
     pub threads_per_replica: u32,
+    /// Freed memory (MB) the C allocator keeps for reuse; 0 = glibc's defaults.
+    pub reuse_memory_mb: u32,
 }
 
 /// Dynamic batching in each replica: windows of up to `max_batch_size`
@@ -197,7 +199,7 @@ impl Default for LimitsConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { compute_type: "auto".into(), threads_per_replica: 0 }
+        Self { compute_type: "auto".into(), threads_per_replica: 0, reuse_memory_mb: 256 }
     }
 }
 

@@ -47,6 +47,36 @@ pub struct EngineOptions {
     pub num_replicas: usize,
     /// GPU share per replica; replica i goes to GPU floor(i * gpu_per_replica).
     pub gpu_per_replica: f64,
+    /// See [`reuse_freed_memory`].
+    pub reuse_memory_mb: usize,
+}
+
+/// Makes glibc's malloc keep up to `mb` of freed memory for reuse, for the
+/// whole process; call it before threads start (the CLI does, before the
+/// async runtime). By default glibc serves every block over 32 MB with a
+/// fresh mmap, gives heap tops back at once, and gives each busy thread an
+/// arena of its own whose 64 MB heaps are unmapped as soon as they empty.
+/// CTranslate2's encoder allocates and frees its attention scores (54 MB a
+/// window for tiny) on every window, so each window paid for ~13k page
+/// faults and the unmapping: 40 % of the encoder's time (BENCHMARKS.md).
+/// Here big blocks come from the heap, heap tops under `mb` stay mapped and
+/// every thread shares the main heap (the small blocks of the HTTP side
+/// stay in glibc's per-thread caches). The cost: memory the encoder once
+/// used stays with the process (bounded by the batch's peak), not the OS.
+pub fn reuse_freed_memory(mb: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if mb > 0 {
+        let bytes = i32::try_from(mb.saturating_mul(1 << 20)).unwrap_or(i32::MAX);
+        // SAFETY: mallopt only changes allocator parameters; it is
+        // thread-safe and these values are within its documented ranges.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, bytes);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = mb;
 }
 
 /// Whether a CUDA GPU and NVIDIA's run-time libraries are usable here.
@@ -123,6 +153,7 @@ impl Engine {
                 " (check the NVIDIA driver and that libcudart/libcublas 12 are on the library path)".into(),
             ));
         }
+        reuse_freed_memory(opts.reuse_memory_mb);
         let tokenizer = Tokenizer::from_model_dir(path).map_err(|e| load_err(e.to_string()))?;
         let encoder = tokenizers::Tokenizer::from_file(path.join("tokenizer.json")).ok();
         let replicas = opts.num_replicas.max(1);

@@ -37,6 +37,9 @@ public:
     std::unique_ptr<StorageView>
     encode(const StorageView& features, const bool to_cpu) const;
 
+    std::unique_ptr<StorageView>
+    encode_each(const StorageView& features, const bool to_cpu) const;
+
     rust::Vec<WhisperGenerationResult>
     generate(const StorageView& features, const rust::Slice<const VecStr> prompts, const WhisperOptions& options) const;
 

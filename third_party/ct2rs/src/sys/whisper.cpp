@@ -7,6 +7,9 @@
 // http://opensource.org/licenses/mit-license.php
 
 #include <utility>
+#include <vector>
+
+#include <ctranslate2/ops/concat.h>
 
 #include "ct2rs/src/sys/whisper.rs.h"
 
@@ -26,6 +29,43 @@ std::unique_ptr<StorageView> Whisper::encode(
 
     StorageView storage_view = future.get();
     return std::make_unique<StorageView>(std::move(storage_view));
+}
+
+// whisper-serve addition: on CPU the encoder is faster one window at a time
+// (a batch's attention scores, 54 MB a window for tiny, fall out of cache),
+// so this runs the windows of a float32 CPU batch through the encoder
+// separately and joins the outputs into one batch for generate().
+std::unique_ptr<StorageView> Whisper::encode_each(
+    const StorageView& features,
+    const bool to_cpu
+) const {
+    const auto batch = features.dim(0);
+    if (batch <= 1 || features.device() != Device::CPU
+        || features.dtype() != ctranslate2::DataType::FLOAT32) {
+        return encode(features, to_cpu);
+    }
+    const auto per_window = features.size() / batch;
+    const ctranslate2::Shape one_shape{1, features.dim(1), features.dim(2)};
+    std::vector<StorageView> outputs;
+    outputs.reserve(batch);
+    for (ctranslate2::dim_t i = 0; i < batch; ++i) {
+        // A view into the caller's buffer: no copy of the features.
+        StorageView one(one_shape, const_cast<float*>(features.data<float>()) + i * per_window, Device::CPU);
+        outputs.emplace_back(impl->encode(one, to_cpu).get());
+        if (outputs.back().device() != Device::CPU) {
+            // A GPU model: concatenating here would run outside its
+            // stream; encode the batch as one instead (no cache problem).
+            return encode(features, to_cpu);
+        }
+    }
+    std::vector<const StorageView*> parts;
+    parts.reserve(batch);
+    for (const auto& o : outputs) {
+        parts.push_back(&o);
+    }
+    StorageView joined(outputs[0].dtype(), outputs[0].device());
+    ctranslate2::ops::Concat(0)(parts, joined);
+    return std::make_unique<StorageView>(std::move(joined));
 }
 
 Vec<WhisperGenerationResult> Whisper::generate(
