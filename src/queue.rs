@@ -20,6 +20,9 @@ use tokio::sync::oneshot;
 use crate::engine::{step, DecodeOptions, Decoding, Engine, EngineError, Transcript};
 use crate::error::ApiError;
 
+/// Idle time after which a batcher returns kept memory to the OS.
+const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
+
 pub struct Job {
     pub audio: Vec<f32>,
     pub options: DecodeOptions,
@@ -155,7 +158,7 @@ impl Batcher {
         let mut step_no = 0u64;
         while open || !active.is_empty() {
             if active.is_empty() {
-                match self.rx.recv() {
+                match self.idle_recv() {
                     Ok(job) => self.admit(job, &mut active, step_no),
                     Err(_) => break,
                 }
@@ -187,6 +190,22 @@ impl Batcher {
             step_no += 1;
             self.step(&mut active, step_no);
         }
+    }
+
+    /// Waits for the next job. After a quiet second with no transcription
+    /// running anywhere, the memory kept for reuse (see
+    /// `engine::reuse_freed_memory`) goes back to the OS: a burst's peak
+    /// does not stay with an idle server.
+    fn idle_recv(&self) -> Result<Job, crossbeam_channel::RecvError> {
+        match self.rx.recv_timeout(IDLE_RELEASE_AFTER) {
+            Ok(job) => return Ok(job),
+            Err(RecvTimeoutError::Disconnected) => return Err(crossbeam_channel::RecvError),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if self.running.load(Ordering::Relaxed) == 0 {
+            crate::engine::release_freed_memory();
+        }
+        self.rx.recv()
     }
 
     fn admit(&self, job: Job, active: &mut Vec<Active>, step_no: u64) {

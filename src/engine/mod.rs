@@ -79,6 +79,18 @@ pub fn reuse_freed_memory(mb: usize) {
     let _ = mb;
 }
 
+/// Hands the free pages of the heap back to the OS (glibc's malloc_trim),
+/// whatever [`reuse_freed_memory`] asked to keep: for moments when that
+/// memory will not be needed soon, such as the model loader's scratch
+/// buffers (~110 MB for tiny) once the model is loaded.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages; always safe to call.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Whether a CUDA GPU and NVIDIA's run-time libraries are usable here.
 pub fn cuda_available() -> bool {
     // The wheel's library loads CUDA lazily and reports 0 devices when the
@@ -177,6 +189,7 @@ impl Engine {
         let whisper = Whisper::new(path, config).map_err(|e| load_err(e.to_string()))?;
         let multilingual = whisper.is_multilingual();
         let mel = MelExtractor::new(whisper.n_mels());
+        release_freed_memory();
         Ok(Self { whisper, tokenizer, encoder, mel, multilingual, model_path: path.to_path_buf(), cuda: opts.cuda })
     }
 
