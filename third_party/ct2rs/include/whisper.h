@@ -9,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include <ctranslate2/models/whisper.h>
 
@@ -80,17 +81,50 @@ public:
     }
 };
 
+// whisper-serve change: CTranslate2 copies the model for every entry of
+// device_indices, even a repeated one ([0, 0] held two copies of the weights:
+// +41 MB for tiny, +78 MB for base), while num_replicas_per_device shares one.
+// So repeated indices become one index with that many replicas, whenever
+// every device gets the same number (CTranslate2's setting is per loader);
+// otherwise the list is passed as it is.
+inline void group_replicas(ctranslate2::models::ModelLoader& loader, const rust::Slice<const int> indices) {
+    std::vector<int> unique;
+    std::vector<size_t> counts;
+    for (const int index : indices) {
+        size_t k = 0;
+        while (k < unique.size() && unique[k] != index) {
+            ++k;
+        }
+        if (k == unique.size()) {
+            unique.push_back(index);
+            counts.push_back(0);
+        }
+        ++counts[k];
+    }
+    bool uniform = !unique.empty();
+    for (const size_t c : counts) {
+        uniform = uniform && c == counts[0];
+    }
+    if (uniform) {
+        loader.device_indices = unique;
+        loader.num_replicas_per_device = counts[0];
+    } else {
+        loader.device_indices = std::vector<int>(indices.begin(), indices.end());
+    }
+}
+
 inline std::unique_ptr<Whisper> whisper(
     rust::Str model_path,
     std::unique_ptr<Config> config
 ) {
+    ctranslate2::models::ModelLoader model_loader(static_cast<std::string>(model_path));
+    model_loader.device = config->device;
+    model_loader.compute_type = config->compute_type;
+    model_loader.tensor_parallel = config->tensor_parallel;
+    group_replicas(model_loader, config->device_indices);
     return std::make_unique<Whisper>(
         std::make_unique<ctranslate2::models::Whisper>(
-            static_cast<std::string>(model_path),
-            config->device,
-            config->compute_type,
-            std::vector<int>(config->device_indices.begin(), config->device_indices.end()),
-            config->tensor_parallel,
+            model_loader,
             *config->replica_pool_config
         )
     );
@@ -103,8 +137,8 @@ inline std::unique_ptr<Whisper> whisper_from_memory(
     ctranslate2::models::ModelLoader model_loader = ctranslate2::models::ModelLoader(model_reader.get_impl());
     model_loader.device = config->device;
     model_loader.compute_type = config->compute_type;
-    model_loader.device_indices = std::vector<int>(config->device_indices.begin(), config->device_indices.end());
     model_loader.tensor_parallel = config->tensor_parallel;
+    group_replicas(model_loader, config->device_indices);
 
     return std::make_unique<Whisper>(
         std::make_unique<ctranslate2::models::Whisper>(
