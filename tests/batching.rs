@@ -97,3 +97,32 @@ fn short_requests_are_not_stuck_behind_a_long_file() {
     eprintln!("all short requests done after {last_short:?}, the long one after {long_done:?}");
     assert!(last_short * 2 < long_done, "short requests waited for the long file: {last_short:?} vs {long_done:?}");
 }
+
+fn rss_mb(server: &Server) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("/proc status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb / 1024.0
+}
+
+/// Replicas on one device share one copy of the weights: a second replica
+/// must not add tiny.en's int8 weights (~41 MB) at rest. (CTranslate2 copies
+/// the model for each repeated device index; the engine groups them.)
+#[test]
+fn a_second_replica_shares_the_weights() {
+    let mut rss = Vec::new();
+    for replicas in [1, 2] {
+        let server = Server::start(test_config(json!({"deployment": {"num_replicas": replicas, "cpu_per_replica": 1}})));
+        server.wait_healthy(Duration::from_secs(120));
+        let (status, body) = transcribe_file(&server, &jfk_wav());
+        assert_eq!(status, 200, "{body}");
+        // The idle release returns what the request used; then read.
+        std::thread::sleep(Duration::from_millis(2500));
+        rss.push(rss_mb(&server));
+    }
+    let extra = rss[1] - rss[0];
+    assert!(extra < 20.0, "a second replica added {extra:.0} MB at rest (1 replica: {:.0} MB, 2: {:.0} MB)", rss[0], rss[1]);
+}
