@@ -437,14 +437,7 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
     }
     let view = storage(&mut features, n_mels, n)?;
     let started = std::time::Instant::now();
-    // On CPU one window at a time is faster than the batch (the batch's
-    // attention scores fall out of cache); the GPU takes the batch at once.
-    let encoded = if engine.cuda {
-        engine.whisper.encode(&view, false)
-    } else {
-        engine.whisper.encode_each(&view, false)
-    }
-    .map_err(inference)?;
+    let encoded = engine.encode_batch(&view)?;
     let encode_ms = started.elapsed().as_millis() as u64;
 
     if batch.iter().any(|d| d.language.is_none()) {
