@@ -126,3 +126,38 @@ fn a_second_replica_shares_the_weights() {
     let extra = rss[1] - rss[0];
     assert!(extra < 20.0, "a second replica added {extra:.0} MB at rest (1 replica: {:.0} MB, 2: {:.0} MB)", rss[0], rss[1]);
 }
+
+/// Memory kept for reuse during a burst (engine.reuse_memory_mb) goes back
+/// to the OS once the server is idle: RSS returns close to its level at rest
+/// instead of staying at the burst's peak.
+#[test]
+fn memory_used_by_a_burst_is_returned_when_idle() {
+    let server = Server::start(test_config(json!({
+        "deployment": {"num_replicas": 2, "cpu_per_replica": 1},
+        "batching": {"max_batch_size": 4}
+    })));
+    server.wait_healthy(Duration::from_secs(120));
+    let (status, body) = transcribe_file(&server, &jfk_wav());
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let rest = rss_mb(&server);
+    let clips: Vec<_> = corpus().into_iter().take(12).collect();
+    let handles: Vec<_> = clips
+        .iter()
+        .map(|(p, _)| {
+            let (url, path) = (server.url.clone(), p.clone());
+            std::thread::spawn(move || curl_post(&format!("{url}/transcribe"), "audio_file", &path))
+        })
+        .collect();
+    let mut peak: f64 = 0.0;
+    for h in handles {
+        let (status, body) = h.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+        peak = peak.max(rss_mb(&server));
+    }
+    std::thread::sleep(Duration::from_millis(3000));
+    let after = rss_mb(&server);
+    eprintln!("RSS at rest {rest:.0} MB, during the burst up to {peak:.0} MB, idle after {after:.0} MB");
+    assert!(peak > rest + 60.0, "the burst used no memory worth returning ({rest:.0} -> {peak:.0} MB)");
+    assert!(after < rest + 40.0, "idle RSS stayed at {after:.0} MB after the burst (rest {rest:.0} MB, peak {peak:.0} MB)");
+}
