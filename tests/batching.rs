@@ -108,6 +108,16 @@ fn rss_mb(server: &Server) -> f64 {
     kb / 1024.0
 }
 
+/// RSS of a server that has transcribed once (its replicas have run) and
+/// then stayed idle past the release of kept memory.
+fn rss_at_rest_mb(server: &Server) -> f64 {
+    server.wait_healthy(Duration::from_secs(120));
+    let (status, body) = transcribe_file(server, &jfk_wav());
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(2500));
+    rss_mb(server)
+}
+
 /// Replicas on one device share one copy of the weights: a second replica
 /// must not add tiny.en's int8 weights (~41 MB) at rest. (CTranslate2 copies
 /// the model for each repeated device index; the engine groups them.)
@@ -116,12 +126,7 @@ fn a_second_replica_shares_the_weights() {
     let mut rss = Vec::new();
     for replicas in [1, 2] {
         let server = Server::start(test_config(json!({"deployment": {"num_replicas": replicas, "cpu_per_replica": 1}})));
-        server.wait_healthy(Duration::from_secs(120));
-        let (status, body) = transcribe_file(&server, &jfk_wav());
-        assert_eq!(status, 200, "{body}");
-        // The idle release returns what the request used; then read.
-        std::thread::sleep(Duration::from_millis(2500));
-        rss.push(rss_mb(&server));
+        rss.push(rss_at_rest_mb(&server));
     }
     let extra = rss[1] - rss[0];
     assert!(extra < 20.0, "a second replica added {extra:.0} MB at rest (1 replica: {:.0} MB, 2: {:.0} MB)", rss[0], rss[1]);
@@ -136,11 +141,7 @@ fn memory_used_by_a_burst_is_returned_when_idle() {
         "deployment": {"num_replicas": 2, "cpu_per_replica": 1},
         "batching": {"max_batch_size": 4}
     })));
-    server.wait_healthy(Duration::from_secs(120));
-    let (status, body) = transcribe_file(&server, &jfk_wav());
-    assert_eq!(status, 200, "{body}");
-    std::thread::sleep(Duration::from_millis(2500));
-    let rest = rss_mb(&server);
+    let rest = rss_at_rest_mb(&server);
     let clips: Vec<_> = corpus().into_iter().take(12).collect();
     let handles: Vec<_> = clips
         .iter()
