@@ -42,8 +42,9 @@ pub struct EngineOptions {
     /// A CTranslate2 compute type name (int8, float16, ...), already resolved from "auto".
     pub compute_type: String,
     pub threads_per_replica: usize,
-    /// Replicas share one copy of the weights per device (CTranslate2 loads
-    /// a device's replicas as views of the same model).
+    /// Replicas share one copy of the weights per device (the ct2rs fork
+    /// loads a device's replicas with `num_replicas_per_device`; repeated
+    /// device indices would each get a copy).
     pub num_replicas: usize,
     /// GPU share per replica; replica i goes to GPU floor(i * gpu_per_replica).
     pub gpu_per_replica: f64,
