@@ -60,11 +60,15 @@ pub fn decode(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> {
     }
     // Last line of defence: symphonia and rubato are not meant to panic on
     // bad input, but a worker must survive it if they do.
-    catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, max_seconds))).unwrap_or_else(|_| {
+    let mut audio = catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, max_seconds))).unwrap_or_else(|_| {
         Err(AudioError::Corrupt(
             "the decoder failed on malformed data".into(),
         ))
-    })
+    })?;
+    // The samples wait in the queue, up to limits.max_queue requests of
+    // them: no spare capacity from growing the buffer.
+    audio.shrink_to_fit();
+    Ok(audio)
 }
 
 fn decode_inner(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> {
