@@ -20,8 +20,10 @@ use tokio::sync::oneshot;
 use crate::engine::{step, DecodeOptions, Decoding, Engine, EngineError, Transcript};
 use crate::error::ApiError;
 
-/// Idle time after which a batcher returns kept memory to the OS.
-const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
+/// Idle time after which a batcher returns kept memory to the OS. Not
+/// shorter: the first window after a release pays the page faults again
+/// (~120 ms of encoder for tiny), so sporadic traffic should rarely see one.
+pub const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(5);
 
 pub struct Job {
     pub audio: Vec<f32>,
@@ -192,7 +194,7 @@ impl Batcher {
         }
     }
 
-    /// Waits for the next job. After a quiet second with no transcription
+    /// Waits for the next job. After IDLE_RELEASE_AFTER with no transcription
     /// running anywhere, the memory kept for reuse (see
     /// `engine::reuse_freed_memory`) goes back to the OS: a burst's peak
     /// does not stay with an idle server.

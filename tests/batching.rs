@@ -98,6 +98,9 @@ fn short_requests_are_not_stuck_behind_a_long_file() {
     assert!(last_short * 2 < long_done, "short requests waited for the long file: {last_short:?} vs {long_done:?}");
 }
 
+/// The server's idle time before it returns kept memory (queue.rs).
+const IDLE_RELEASE: Duration = Duration::from_secs(5);
+
 fn rss_mb(server: &Server) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("/proc status");
     let kb: f64 = status
@@ -114,7 +117,7 @@ fn rss_at_rest_mb(server: &Server) -> f64 {
     server.wait_healthy(Duration::from_secs(120));
     let (status, body) = transcribe_file(server, &jfk_wav());
     assert_eq!(status, 200, "{body}");
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(IDLE_RELEASE + Duration::from_millis(1500));
     rss_mb(server)
 }
 
@@ -156,7 +159,7 @@ fn memory_used_by_a_burst_is_returned_when_idle() {
         assert_eq!(status, 200, "{body}");
         peak = peak.max(rss_mb(&server));
     }
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(IDLE_RELEASE + Duration::from_millis(2000));
     let after = rss_mb(&server);
     eprintln!("RSS at rest {rest:.0} MB, during the burst up to {peak:.0} MB, idle after {after:.0} MB");
     assert!(peak > rest + 60.0, "the burst used no memory worth returning ({rest:.0} -> {peak:.0} MB)");
