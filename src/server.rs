@@ -112,7 +112,6 @@ pub fn engine_options(config: &Config) -> Result<EngineOptions, engine::EngineEr
         threads_per_replica: config.threads_per_replica(cores),
         num_replicas: config.deployment.num_replicas as usize,
         gpu_per_replica: config.deployment.gpu_per_replica,
-        reuse_memory_mb: config.engine.reuse_memory_mb as usize,
     })
 }
 

@@ -48,13 +48,12 @@ pub struct EngineOptions {
     pub num_replicas: usize,
     /// GPU share per replica; replica i goes to GPU floor(i * gpu_per_replica).
     pub gpu_per_replica: f64,
-    /// See [`reuse_freed_memory`].
-    pub reuse_memory_mb: usize,
 }
 
 /// Makes glibc's malloc keep up to `mb` of freed memory for reuse, for the
-/// whole process; call it before threads start (the CLI does, before the
-/// async runtime). By default glibc serves every block over 32 MB with a
+/// whole process. A process-wide setting, so the CLI makes it once, before
+/// the async runtime starts any thread (threads pick their arena at birth);
+/// an embedding program calls it itself at start-up. By default glibc serves every block over 32 MB with a
 /// fresh mmap and gives heap tops back at once. CTranslate2's encoder
 /// allocates and frees its attention scores (54 MB a window for tiny) in
 /// every layer, so each window paid ~13k page faults and the unmapping:
@@ -167,7 +166,6 @@ impl Engine {
                 " (check the NVIDIA driver and that libcudart/libcublas 12 are on the library path)".into(),
             ));
         }
-        reuse_freed_memory(opts.reuse_memory_mb);
         let tokenizer = Tokenizer::from_model_dir(path).map_err(|e| load_err(e.to_string()))?;
         let encoder = tokenizers::Tokenizer::from_file(path.join("tokenizer.json")).ok();
         let replicas = opts.num_replicas.max(1);
