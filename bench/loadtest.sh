@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the load-test table and chart for this machine: starts the
-# release build on a free port (tiny.en, 1 replica x 2 threads unless told
+# release build on a free port (tiny.en, 2 replicas x 1 thread unless told
 # otherwise), runs `whisper-serve loadtest` over the LibriSpeech clips and
 # jfk.wav in ../shared/speech, stops the server.
 #

@@ -4,7 +4,7 @@
 # `whisper-serve loadtest`), same clips (LibriSpeech + JFK from ../shared):
 #   - fw_server.py: FastAPI + faster-whisper, 2 workers x 1 thread and 1 x 2;
 #   - ray_server.py: the original Ray Serve design, 4 replicas x 0.5 CPU x 1 thread;
-#   - whisper-serve with its defaults (2 replicas x 1 thread, batching 8).
+#   - whisper-serve with its defaults (2 replicas x 1 thread, batches of 4).
 # Needs the peers' Python packages in .venv:
 #   .venv/bin/pip install "ray[serve]" faster-whisper fastapi uvicorn python-multipart
 # Writes bench/out/peer-*.{md,json,svg}. LEVELS (default 1,16), PER_LEVEL (64).
