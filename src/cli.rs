@@ -27,6 +27,27 @@ pub enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Run the HTTP API only, handing jobs to workers over NATS JetStream.
+    Gateway {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Run a worker: load the model, take jobs from NATS JetStream; serves
+    /// /health and /metrics on cluster.worker_port.
+    Worker {
+        #[arg(long)]
+        host: Option<String>,
+        /// The health/metrics port (default: cluster.worker_port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Look at the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Transcribe files and print the text, without a server.
     Transcribe {
         #[arg(required = true)]
@@ -57,6 +78,15 @@ pub enum Command {
     },
     /// Load-test a running server; prints a table, writes it with a chart to --out.
     Loadtest(crate::loadtest::Args),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Workers, pending jobs and dead letters, as a table (--json: as JSON).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,23 +132,42 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
+/// Binds the service's port. The test harness and scripts read the bound
+/// address from the line printed here.
+async fn bind(host: String, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = format!("{host}:{port}");
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    println!("listening on {}", listener.local_addr()?);
+    Ok(listener)
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let _log = crate::logging::init(&config.logging)?;
     match command {
         Command::Serve { host, port } => {
-            if let Some(h) = host {
-                config.server.host = h;
-            }
-            if let Some(p) = port {
-                config.server.port = p;
-            }
-            let addr = format!("{}:{}", config.server.host, config.server.port);
-            let listener = tokio::net::TcpListener::bind(&addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            // The test harness and scripts read the bound port from this line.
-            println!("listening on {}", listener.local_addr()?);
+            let listener = bind(host.unwrap_or(config.server.host.clone()), port.unwrap_or(config.server.port)).await?;
             crate::server::run(listener, config, crate::server::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Gateway { host, port } => {
+            let listener = bind(host.unwrap_or(config.server.host.clone()), port.unwrap_or(config.server.port)).await?;
+            crate::cluster::gateway::run(listener, config, crate::server::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Worker { host, port } => {
+            let listener = bind(host.unwrap_or(config.server.host.clone()), port.unwrap_or(config.cluster.worker_port)).await?;
+            crate::cluster::worker::run(listener, config, crate::server::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Cluster { command: ClusterCommand::Status { json } } => {
+            let client = crate::cluster::connect(&config.cluster, "whisper-serve-status", false).await?;
+            let bus = crate::cluster::Bus::setup(client, &config).await?;
+            let status = crate::cluster::status::ClusterStatus::gather(&bus, &config.model.size).await;
+            if json {
+                println!("{}", serde_json::Value::Object(status.to_json()));
+            } else {
+                print!("{}", status.table(&config.model.size));
+            }
             Ok(())
         }
         Command::Transcribe { files, json, language, translate, word_timestamps, vad_filter, prompt } => {

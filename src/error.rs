@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::audio::AudioError;
+use crate::dispatch::DispatchError;
 use crate::engine::EngineError;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum ApiError {
     UploadTooLarge { limit_mb: u64 },
     #[error("audio longer than the limit of {limit_s} s")]
     AudioTooLong { limit_s: f64 },
+    /// The same, as a cluster worker worded it.
+    #[error("{0}")]
+    AudioTooLongRemote(String),
     #[error("invalid parameter `{param}`: {message}")]
     InvalidParam { param: &'static str, message: String },
     #[error("server overloaded: the queue is full, retry later")]
@@ -37,6 +41,12 @@ pub enum ApiError {
     UnknownModel(String),
     #[error("transcription failed: {0}")]
     Engine(String),
+    #[error("service unavailable: {reason}")]
+    Unavailable { reason: String, retry_after_s: u64 },
+    #[error("job `{0}` not found")]
+    JobNotFound(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ApiError {
@@ -45,8 +55,10 @@ impl ApiError {
         match self {
             MissingField(_) | BadMultipart(_) | EmptyFile | UnsupportedFormat { .. }
             | InvalidAudio(_) | InvalidParam { .. } => StatusCode::BAD_REQUEST,
-            UnknownModel(_) => StatusCode::NOT_FOUND,
-            UploadTooLarge { .. } | AudioTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UnknownModel(_) | JobNotFound(_) => StatusCode::NOT_FOUND,
+            Conflict(_) => StatusCode::CONFLICT,
+            Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            UploadTooLarge { .. } | AudioTooLong { .. } | AudioTooLongRemote(_) => StatusCode::PAYLOAD_TOO_LARGE,
             QueueFull { .. } | Loading | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -60,7 +72,8 @@ impl ApiError {
             MissingField(f) => Some(f),
             InvalidParam { param, .. } => Some(param),
             UnknownModel(_) => Some("model"),
-            EmptyFile | UnsupportedFormat { .. } | InvalidAudio(_) | UploadTooLarge { .. } | AudioTooLong { .. } => {
+            EmptyFile | UnsupportedFormat { .. } | InvalidAudio(_) | UploadTooLarge { .. } | AudioTooLong { .. }
+            | AudioTooLongRemote(_) => {
                 Some("file")
             }
             _ => None,
@@ -70,7 +83,7 @@ impl ApiError {
     /// Seconds a client should wait before retrying, where that makes sense.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::QueueFull { retry_after_s } => Some(*retry_after_s),
+            ApiError::QueueFull { retry_after_s } | ApiError::Unavailable { retry_after_s, .. } => Some(*retry_after_s),
             ApiError::Loading | ApiError::ShuttingDown => Some(5),
             _ => None,
         }
@@ -86,7 +99,7 @@ impl ApiError {
             UnsupportedFormat { .. } => "unsupported_format",
             InvalidAudio(_) => "invalid_audio",
             UploadTooLarge { .. } => "upload_too_large",
-            AudioTooLong { .. } => "audio_too_long",
+            AudioTooLong { .. } | AudioTooLongRemote(_) => "audio_too_long",
             InvalidParam { .. } => "invalid_param",
             QueueFull { .. } => "queue_full",
             Loading => "loading",
@@ -94,6 +107,9 @@ impl ApiError {
             Timeout(_) => "timeout",
             UnknownModel(_) => "model_not_found",
             Engine(_) => "engine_error",
+            Unavailable { .. } => "unavailable",
+            JobNotFound(_) => "job_not_found",
+            Conflict(_) => "conflict",
         }
     }
 }
@@ -113,6 +129,35 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::BadOption(message) => ApiError::InvalidParam { param: "language", message },
             other => ApiError::Engine(other.to_string()),
+        }
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        use DispatchError as D;
+        match e {
+            D::QueueFull { retry_after_s } => ApiError::QueueFull { retry_after_s },
+            D::Unavailable { reason, retry_after_s } => ApiError::Unavailable { reason, retry_after_s },
+            D::Loading => ApiError::Loading,
+            D::ShuttingDown => ApiError::ShuttingDown,
+            D::Timeout(s) => ApiError::Timeout(s),
+            D::Audio(a) => a.into(),
+            D::BadOption(message) => ApiError::InvalidParam { param: "language", message },
+            D::UploadTooLarge { limit_mb } => ApiError::UploadTooLarge { limit_mb },
+            D::Engine(m) => ApiError::Engine(m),
+            D::NotFound(id) => ApiError::JobNotFound(id),
+            e @ D::AlreadyFinal { .. } => ApiError::Conflict(e.to_string()),
+            D::Upload(m) => ApiError::BadMultipart(m),
+            // A worker's refusal carries the code it would have answered with.
+            D::Rejected(j) => match j.code.as_str() {
+                "empty_file" => ApiError::EmptyFile,
+                "audio_too_long" => ApiError::AudioTooLongRemote(j.message),
+                "invalid_param" => ApiError::InvalidParam { param: "language", message: j.message },
+                "upload_too_large" => ApiError::InvalidAudio(j.message),
+                "invalid_audio" => ApiError::InvalidAudio(j.message),
+                _ => ApiError::Engine(j.message),
+            },
         }
     }
 }

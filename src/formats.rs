@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::engine::Transcript;
 
 /// The `response_format` form field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseFormat {
     #[default]
@@ -90,7 +90,7 @@ impl fmt::Display for ResponseFormat {
 }
 
 /// Which timestamp lists `verbose_json` carries (`timestamp_granularities[]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Granularities {
     pub segment: bool,
     pub word: bool,

@@ -2,16 +2,18 @@
 pub mod api;
 pub mod audio;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod formats;
+pub mod jobs;
 pub mod loadtest;
 pub mod logging;
 pub mod models;
 pub mod options;
 pub mod pypi_index;
-pub mod queue;
+pub mod dispatch;
 pub mod server;
 pub mod vad;
 

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -13,15 +13,15 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::{Config, DeviceKind};
+use crate::dispatch::local::LocalDispatcher;
+use crate::dispatch::Dispatcher;
 use crate::engine::{self, Engine, EngineOptions};
 use crate::error::ApiError;
 use crate::models;
-use crate::queue::{BatchSettings, Dispatcher};
 
 pub struct AppState {
     pub config: Arc<Config>,
-    dispatcher: OnceLock<Arc<Dispatcher>>,
-    load_error: OnceLock<String>,
+    pub dispatcher: Arc<dyn Dispatcher>,
     in_flight: AtomicUsize,
     gpu_memory_bits: AtomicU64,
 }
@@ -36,33 +36,8 @@ impl Drop for Slot<'_> {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>) -> Self {
-        Self {
-            config,
-            dispatcher: OnceLock::new(),
-            load_error: OnceLock::new(),
-            in_flight: AtomicUsize::new(0),
-            gpu_memory_bits: AtomicU64::new(0f64.to_bits()),
-        }
-    }
-
-    /// Ok when the model is loaded; Err(Some(reason)) when loading failed.
-    pub fn readiness(&self) -> Result<(), Option<String>> {
-        if self.dispatcher.get().is_some() {
-            Ok(())
-        } else {
-            Err(self.load_error.get().cloned())
-        }
-    }
-
-    pub fn dispatcher(&self) -> Result<&Arc<Dispatcher>, ApiError> {
-        match self.dispatcher.get() {
-            Some(d) => Ok(d),
-            None if self.load_error.get().is_some() => {
-                Err(ApiError::Engine(self.load_error.get().cloned().unwrap_or_default()))
-            }
-            None => Err(ApiError::Loading),
-        }
+    pub fn new(config: Arc<Config>, dispatcher: Arc<dyn Dispatcher>) -> Self {
+        Self { config, dispatcher, in_flight: AtomicUsize::new(0), gpu_memory_bits: AtomicU64::new(0f64.to_bits()) }
     }
 
     /// Enforces `deployment.max_concurrent_queries` (Ray Serve's cap on
@@ -89,6 +64,10 @@ pub enum ServerError {
     Model(#[from] models::ModelError),
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
+    #[error("jobs.dir: {0}")]
+    Jobs(#[from] crate::jobs::store::StoreError),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// Resolves the engine settings from the config: device, compute type, threads.
@@ -127,42 +106,56 @@ pub async fn load_engine(config: &Config) -> Result<Engine, ServerError> {
     Ok(engine)
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// `serve`: the whole service in this process, on `listener`, until
+/// `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
-    let state = Arc::new(AppState::new(config.clone()));
-
+    let local = LocalDispatcher::open(config.clone())?;
+    let state = Arc::new(AppState::new(config.clone(), local.clone()));
     let loader = {
-        let state = state.clone();
+        let (state, local) = (state.clone(), local.clone());
         tokio::spawn(async move {
             match load_engine(&state.config).await {
                 Ok(engine) => {
-                    let replicas = state.config.deployment.num_replicas as usize;
                     let engine = Arc::new(engine);
                     if engine.is_cuda() {
                         tokio::spawn(watch_gpu_memory(state.clone()));
                     }
-                    let batching = BatchSettings {
-                        max_batch_size: state.config.batching.max_batch_size,
-                        max_wait: Duration::from_millis(state.config.batching.max_wait_ms),
-                    };
-                    let d = Dispatcher::start(engine, replicas, state.config.limits.max_queue, batching);
-                    let _ = state.dispatcher.set(Arc::new(d));
+                    local.attach(engine).await;
                     tracing::info!("model loaded; ready");
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "model failed to load");
-                    let _ = state.load_error.set(e.to_string());
+                    local.fail(e.to_string());
                 }
             }
         })
     };
+    serve_http(listener, crate::api::router(state.clone()), shutdown).await?;
+    loader.abort();
+    drain(&state).await;
+    Ok(())
+}
 
-    let app = crate::api::router(state.clone())
+/// Finishes in-flight and queued work, up to `server.shutdown_timeout_s`.
+pub async fn drain(state: &AppState) {
+    let grace = Duration::from_secs(state.config.server.shutdown_timeout_s);
+    state.dispatcher.shutdown(grace).await;
+    tracing::info!("stopped");
+}
+
+/// Serves `app` with request ids and access logging until `shutdown`
+/// resolves, then waits for the requests in flight.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), std::io::Error> {
+    let app = app
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req
                 .headers()
@@ -177,16 +170,8 @@ pub async fn run(
         .on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
-
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    loader.abort();
-    if let Some(d) = state.dispatcher.get().cloned() {
-        // Finish the queued jobs before returning.
-        let _ = tokio::task::spawn_blocking(move || d.shutdown()).await;
-    }
-    tracing::info!("stopped");
-    Ok(())
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 /// Samples the GPU memory in use for the `gpu_memory` field.

@@ -1,5 +1,6 @@
-//! The in-process dispatcher: a bounded job queue in front of the engine's
-//! replicas, and a batcher per replica. A full queue is answered at once
+//! The engine pool: a bounded queue of decoded audio in front of the
+//! engine's replicas, and a batcher per replica. Both dispatchers end here:
+//! `serve` feeds it from HTTP, a cluster worker from JetStream. A full queue is answered at once
 //! (503), not with a timeout later. Inference runs on the batchers' own
 //! threads, never on the async runtime.
 //!
@@ -18,17 +19,29 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvErro
 use tokio::sync::oneshot;
 
 use crate::engine::{step, DecodeOptions, Decoding, Engine, EngineError, Transcript};
-use crate::error::ApiError;
+use super::DispatchError;
 
 /// Idle time after which a batcher returns kept memory to the OS. Not
 /// shorter: the first window after a release pays the page faults again
 /// (~120 ms of encoder for tiny), so sporadic traffic should rarely see one.
 pub const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(5);
 
+/// A finished transcription and where its time went.
+#[derive(Debug)]
+pub struct Done {
+    pub transcript: Transcript,
+    /// Seconds in the queue before a batcher took it.
+    pub queue_wait_s: f64,
+    /// Seconds from then until done (its share of batched steps).
+    pub inference_s: f64,
+}
+
+pub type Reply = Result<Done, EngineError>;
+
 pub struct Job {
     pub audio: Vec<f32>,
     pub options: DecodeOptions,
-    pub reply: oneshot::Sender<Result<Transcript, EngineError>>,
+    pub reply: oneshot::Sender<Reply>,
     pub enqueued: Instant,
 }
 
@@ -51,16 +64,17 @@ pub struct Stats {
     pub audio_ms: AtomicU64,
 }
 
-pub struct Dispatcher {
+pub struct Pool {
     tx: Mutex<Option<Sender<Job>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     replicas: usize,
+    max_batch_size: usize,
     running: Arc<AtomicUsize>,
     stats: Arc<Stats>,
     engine: Arc<Engine>,
 }
 
-impl Dispatcher {
+impl Pool {
     /// Starts `replicas` batchers that take jobs from a queue of `max_queue`.
     pub fn start(engine: Arc<Engine>, replicas: usize, max_queue: usize, batching: BatchSettings) -> Self {
         let (tx, rx) = bounded::<Job>(max_queue.max(1));
@@ -76,30 +90,39 @@ impl Dispatcher {
                     .expect("spawning a batcher thread at start-up")
             })
             .collect();
-        Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, running, stats, engine }
+        Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, max_batch_size: batching.max_batch_size.max(1), running, stats, engine }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
 
+    /// Transcriptions the replicas work on at once: replicas x batch size.
+    pub fn capacity(&self) -> usize {
+        self.replicas * self.max_batch_size
+    }
+
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
-    /// Queues a job; fails at once with 503 when the queue is full.
+    /// Queues a job; fails at once when the queue is full.
     pub fn submit(
         &self,
         audio: Vec<f32>,
         options: DecodeOptions,
-    ) -> Result<oneshot::Receiver<Result<Transcript, EngineError>>, ApiError> {
+    ) -> Result<oneshot::Receiver<Reply>, DispatchError> {
         let (reply, rx) = oneshot::channel();
         let job = Job { audio, options, reply, enqueued: Instant::now() };
-        let tx = self.sender().ok_or(ApiError::ShuttingDown)?;
+        let tx = self.sender().ok_or(DispatchError::ShuttingDown)?;
         match tx.try_send(job) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(ApiError::QueueFull { retry_after_s: self.retry_after() }),
-            Err(TrySendError::Disconnected(_)) => Err(ApiError::ShuttingDown),
+            Err(TrySendError::Full(_)) => Err(DispatchError::QueueFull { retry_after_s: self.retry_after() }),
+            Err(TrySendError::Disconnected(_)) => Err(DispatchError::ShuttingDown),
         }
     }
 
@@ -137,9 +160,10 @@ impl Dispatcher {
 
 struct Active {
     decoding: Decoding,
-    reply: oneshot::Sender<Result<Transcript, EngineError>>,
+    reply: oneshot::Sender<Reply>,
     audio_s: f64,
     enqueued: Instant,
+    started: Instant,
     /// The batcher step this one was last decoded in (fairness).
     last_step: u64,
 }
@@ -219,10 +243,11 @@ impl Batcher {
         match Decoding::new(&self.engine, job.audio, job.options) {
             Ok(decoding) => {
                 self.running.fetch_add(1, Ordering::Relaxed);
-                active.push(Active { decoding, reply: job.reply, audio_s, enqueued: job.enqueued, last_step: step_no });
+                active.push(Active { decoding, reply: job.reply, audio_s, enqueued: job.enqueued, started: Instant::now(), last_step: step_no });
             }
             Err(e) => {
                 self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(audio_s, error = %e, "transcription refused");
                 let _ = job.reply.send(Err(e));
             }
         }
@@ -269,8 +294,13 @@ impl Batcher {
                 // Abandoned by its client (timeout or disconnect).
                 self.running.fetch_sub(1, Ordering::Relaxed);
             } else if a.decoding.is_done() {
-                let Active { decoding, reply, audio_s, enqueued, .. } = a;
-                self.done(reply, audio_s, enqueued, Ok(decoding.finish()));
+                let Active { decoding, reply, audio_s, enqueued, started, .. } = a;
+                let done = Done {
+                    transcript: decoding.finish(),
+                    queue_wait_s: started.duration_since(enqueued).as_secs_f64(),
+                    inference_s: started.elapsed().as_secs_f64(),
+                };
+                self.done(reply, audio_s, enqueued, Ok(done));
             } else {
                 kept.push(a);
             }
@@ -278,17 +308,20 @@ impl Batcher {
         *active = kept;
     }
 
-    fn finish(&self, a: Active, result: Result<Transcript, EngineError>) {
+    fn finish(&self, a: Active, result: Reply) {
         self.done(a.reply, a.audio_s, a.enqueued, result)
     }
 
-    fn done(&self, reply: oneshot::Sender<Result<Transcript, EngineError>>, audio_s: f64, enqueued: Instant, result: Result<Transcript, EngineError>) {
+    fn done(&self, reply: oneshot::Sender<Reply>, audio_s: f64, enqueued: Instant, result: Reply) {
         self.running.fetch_sub(1, Ordering::Relaxed);
         if result.is_ok() {
             self.stats.jobs_done.fetch_add(1, Ordering::Relaxed);
             self.stats.audio_ms.fetch_add((audio_s * 1000.0) as u64, Ordering::Relaxed);
         } else {
             self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = &result {
+            tracing::error!(audio_s, error = %e, "transcription failed");
         }
         tracing::debug!(audio_s, took_ms = enqueued.elapsed().as_millis() as u64, ok = result.is_ok(), "job done");
         let _ = reply.send(result);

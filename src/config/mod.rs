@@ -15,7 +15,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod cluster;
+
 use serde::{Deserialize, Serialize};
+
+pub use cluster::{ClusterConfig, JobsConfig, StorageKind};
 
 use crate::engine::DecodeOptions;
 use serde_json::{Map, Value};
@@ -39,6 +43,10 @@ pub struct Config {
     /// options), which requests may override within `limits.max_*`.
     pub decoding: DecodeOptions,
     pub batching: BatchingConfig,
+    /// Gateway and workers over NATS JetStream (`gateway`, `worker`).
+    pub cluster: ClusterConfig,
+    /// Asynchronous jobs (`/v1/jobs`), in both modes.
+    pub jobs: JobsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +59,9 @@ pub struct ServerConfig {
     pub dedicated_cpu: bool,
     /// CPU cores the service may use; 0 = every core of the machine.
     pub num_cpus: u32,
+    /// On SIGTERM/SIGINT: seconds to finish in-flight and queued work
+    /// before exiting.
+    pub shutdown_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,7 +153,7 @@ impl Default for BatchingConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { host: "0.0.0.0".into(), port: 8000, dedicated_cpu: false, num_cpus: 0 }
+        Self { host: "0.0.0.0".into(), port: 8000, dedicated_cpu: false, num_cpus: 0, shutdown_timeout_s: 30 }
     }
 }
 
@@ -647,6 +658,11 @@ impl Config {
         // batching
         if !(1..=64).contains(&self.batching.max_batch_size) {
             return bad("batching.max_batch_size", &self.batching.max_batch_size, "1-64");
+        }
+        self.cluster.validate()?;
+        self.jobs.validate()?;
+        if self.server.shutdown_timeout_s > 3600 {
+            return bad("server.shutdown_timeout_s", &self.server.shutdown_timeout_s, "0-3600");
         }
         if self.batching.max_wait_ms > 10_000 {
             return bad("batching.max_wait_ms", &self.batching.max_wait_ms, "0-10000");

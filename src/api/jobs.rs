@@ -1,0 +1,124 @@
+//! Async jobs: `POST /v1/jobs` (the fields of `/v1/audio/transcriptions`
+//! plus `callback_url`) answers 202 at once; `GET /v1/jobs/{id}` tells the
+//! status and, when done, the result; `DELETE /v1/jobs/{id}` cancels;
+//! `GET /v1/jobs` lists recent jobs. The upload is streamed into the
+//! dispatcher's storage, never held whole in memory.
+
+use std::sync::Arc;
+
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+
+use super::{check_extension, multipart_error, request_id};
+use crate::error::{ApiError, OpenAiError};
+use crate::formats::ResponseFormat;
+use crate::jobs::{self, JobRecord, JobRequest};
+use crate::options;
+use crate::server::AppState;
+
+const DEFAULT_PAGE: usize = 20;
+const MAX_PAGE: usize = 100;
+
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Multipart,
+) -> Result<Response, OpenAiError> {
+    let id = jobs::new_id();
+    match receive(&state, &id, &headers, form).await {
+        Ok(record) => {
+            let location = format!("/v1/jobs/{}", record.id);
+            Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(jobs::public_json(&record))).into_response())
+        }
+        Err(e) => {
+            state.dispatcher.discard_audio(&id).await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn receive(state: &AppState, id: &str, headers: &HeaderMap, mut form: Multipart) -> Result<JobRecord, ApiError> {
+    let limit_mb = state.config.limits.max_upload_mb;
+    let bad = multipart_error(limit_mb);
+    let mut fields = Vec::new();
+    let mut filename = None;
+    let mut stored = None;
+    let mut callback_url = None;
+    while let Some(field) = form.next_field().await.map_err(&bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "file" => {
+                filename = field.file_name().map(str::to_string);
+                check_extension(filename.as_deref(), &state.config.model.supported_formats)?;
+                let stream = field.map_err(|e| std::io::Error::other(e.body_text())).boxed();
+                stored = Some(state.dispatcher.store_audio(id, stream, limit_mb * 1024 * 1024).await?);
+            }
+            "callback_url" => {
+                let url = field.text().await.map_err(&bad)?;
+                let url = url.trim();
+                if !url.is_empty() {
+                    jobs::webhook::validate_callback_url(url)
+                        .map_err(|message| ApiError::InvalidParam { param: "callback_url", message })?;
+                    callback_url = Some(url.to_string());
+                }
+            }
+            _ => fields.push((name, field.text().await.map_err(&bad)?)),
+        }
+    }
+    match stored {
+        None => return Err(ApiError::MissingField("file")),
+        Some(0) => return Err(ApiError::EmptyFile),
+        Some(_) => {}
+    }
+    let opts = options::from_fields(&fields, &state.config.decoding, &state.config.limits, None)?;
+    let model = match opts.model.clone() {
+        // Optional here: a job names the served model unless it says otherwise.
+        None => "whisper-1".to_string(),
+        Some(_) => super::openai::check_model(state, &opts)?,
+    };
+    let request = JobRequest {
+        decode: opts.decode,
+        response_format: opts.response_format.unwrap_or(ResponseFormat::Json),
+        granularities: opts.granularities,
+        model,
+        callback_url,
+        filename,
+        request_id: request_id(headers),
+    };
+    let record = state.dispatcher.enqueue(JobRecord::new(id.to_string(), request)).await?;
+    tracing::info!(job_id = %record.id, "job queued");
+    Ok(record)
+}
+
+pub(super) async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, OpenAiError> {
+    let record = state.dispatcher.job(&id).await.map_err(ApiError::from)?;
+    Ok(Json(jobs::public_json(&record)).into_response())
+}
+
+pub(super) async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, OpenAiError> {
+    let record = state.dispatcher.cancel(&id).await.map_err(ApiError::from)?;
+    Ok(Json(jobs::public_json(&record)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct ListQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, OpenAiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidParam { param: "limit", message: format!("`{limit}` is not from 1 to {MAX_PAGE}") }.into());
+    }
+    let page = state.dispatcher.jobs(limit, q.after).await.map_err(ApiError::from)?;
+    let data: Vec<_> = page.jobs.iter().map(jobs::public_json).collect();
+    Ok(Json(json!({"object": "list", "data": data, "has_more": page.next.is_some(), "next": page.next})).into_response())
+}

@@ -1,0 +1,191 @@
+//! HTTP routes, one file per family: the original service's
+//! ([`original`]: `POST /transcribe`), OpenAI's audio API ([`openai`]),
+//! async jobs ([`jobs`]); health and metrics here. Every route talks to the
+//! state's [`Dispatcher`](crate::dispatch::Dispatcher) and so works the same
+//! under `serve` and `gateway`.
+
+mod jobs;
+mod openai;
+mod original;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::dispatch::{Outcome, Work};
+use crate::engine::DecodeOptions;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// Readiness: 200 once this process can serve (model loaded; for a
+/// gateway, a worker serving the configured model is alive).
+pub const HEALTH_PATH: &str = "/health";
+/// Liveness: 200 while the process answers at all.
+pub const LIVENESS_PATH: &str = "/health/live";
+pub const METRICS_PATH: &str = "/metrics";
+
+pub fn router(state: Arc<AppState>) -> Router {
+    // Room for the multipart framing around a file of the maximum size.
+    let body_limit = (state.config.limits.max_upload_mb as usize) * 1024 * 1024 + 64 * 1024;
+    Router::new()
+        .route("/transcribe", post(original::transcribe))
+        .route("/v1/audio/transcriptions", post(openai::transcriptions))
+        .route("/v1/audio/translations", post(openai::translations))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .merge(probes())
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// `/health`, `/health/live` and `/metrics`: all a cluster worker serves.
+pub fn probes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(HEALTH_PATH, get(health))
+        .route(LIVENESS_PATH, get(|| async { Json(json!({"status": "alive"})) }))
+        .route(METRICS_PATH, get(metrics))
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let h = state.dispatcher.health().await;
+    let mut body = serde_json::Map::new();
+    body.insert("status".into(), h.status.into());
+    body.extend(h.details);
+    let status = if h.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::Value::Object(body))).into_response()
+}
+
+/// Prometheus text format: queue, batching and job counters.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let ready = state.dispatcher.health().await.ready;
+    render_metrics(ready, state.dispatcher.pool().as_deref())
+}
+
+/// The metrics of a process, with its engine pool when it has one.
+pub fn render_metrics(ready: bool, pool: Option<&crate::dispatch::pool::Pool>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    };
+    metric("whisper_serve_ready", "gauge", "1 once this process can serve", u8::from(ready).to_string());
+    if let Some(d) = pool {
+        let s = d.stats();
+        metric("whisper_serve_queue_length", "gauge", "Jobs waiting for a replica", d.queued().to_string());
+        metric("whisper_serve_running", "gauge", "Transcriptions in progress", d.running().to_string());
+        metric("whisper_serve_batch_steps_total", "counter", "Batched decoding steps", s.steps.load(Relaxed).to_string());
+        metric("whisper_serve_batch_windows_total", "counter", "30 s windows decoded", s.windows.load(Relaxed).to_string());
+        metric("whisper_serve_batch_size_max", "gauge", "Largest batch decoded so far", s.max_batch.load(Relaxed).to_string());
+        metric("whisper_serve_jobs_done_total", "counter", "Transcriptions completed", s.jobs_done.load(Relaxed).to_string());
+        metric("whisper_serve_jobs_failed_total", "counter", "Transcriptions failed", s.jobs_failed.load(Relaxed).to_string());
+        let audio_s = s.audio_ms.load(Relaxed) as f64 / 1000.0;
+        metric("whisper_serve_audio_seconds_total", "counter", "Seconds of audio transcribed", audio_s.to_string());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// An uploaded file and the form's other fields.
+pub struct Upload {
+    pub filename: Option<String>,
+    pub bytes: Bytes,
+    /// The form's text fields, in order (names may repeat).
+    pub fields: Vec<(String, String)>,
+}
+
+/// Maps a multipart error: over the body limit is 413, the rest 400.
+pub(crate) fn multipart_error(limit_mb: u64) -> impl Fn(axum::extract::multipart::MultipartError) -> ApiError {
+    move |e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::UploadTooLarge { limit_mb }
+        } else {
+            ApiError::BadMultipart(e.body_text())
+        }
+    }
+}
+
+/// Reads a multipart form, taking the file from `file_field`.
+pub async fn read_upload(mut form: Multipart, file_field: &'static str, limit_mb: u64) -> Result<Upload, ApiError> {
+    let mut file = None;
+    let mut fields = Vec::new();
+    let too_large = multipart_error(limit_mb);
+    while let Some(field) = form.next_field().await.map_err(&too_large)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == file_field {
+            let filename = field.file_name().map(str::to_string);
+            let bytes = field.bytes().await.map_err(&too_large)?;
+            if bytes.len() as u64 > limit_mb * 1024 * 1024 {
+                return Err(ApiError::UploadTooLarge { limit_mb });
+            }
+            file = Some((filename, bytes));
+        } else {
+            let value = field.text().await.map_err(&too_large)?;
+            fields.push((name, value));
+        }
+    }
+    let (filename, bytes) = file.ok_or(ApiError::MissingField(file_field))?;
+    Ok(Upload { filename, bytes, fields })
+}
+
+/// Checks the file name's extension against `supported_formats`. Names
+/// without an extension are left to content detection.
+pub fn check_extension(filename: Option<&str>, supported: &[String]) -> Result<(), ApiError> {
+    let Some(name) = filename else { return Ok(()) };
+    let Some((_, ext)) = name.rsplit_once('.') else { return Ok(()) };
+    let ext = format!(".{}", ext.to_ascii_lowercase());
+    if supported.iter().any(|s| s.eq_ignore_ascii_case(&ext)) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedFormat { ext, supported: supported.join(", ") })
+    }
+}
+
+/// Runs an upload through the dispatcher, within the request timeout.
+/// Shared by every synchronous transcription route.
+pub async fn run_transcription(
+    state: &AppState,
+    upload: Upload,
+    options: DecodeOptions,
+    request_id: String,
+) -> Result<Outcome, ApiError> {
+    let limits = &state.config.limits;
+    check_extension(upload.filename.as_deref(), &state.config.model.supported_formats)?;
+    if upload.bytes.is_empty() {
+        return Err(ApiError::EmptyFile);
+    }
+    let _slot = state.admit()?;
+    let work = Work {
+        audio: upload.bytes,
+        options,
+        request_id,
+        timeout: Duration::from_secs(limits.request_timeout_s),
+    };
+    Ok(state.dispatcher.transcribe(work).await?)
+}
+
+/// The request id the request-id layer gave this request.
+pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_are_checked_case_insensitively() {
+        let formats = vec![".wav".to_string(), ".mp3".to_string()];
+        assert!(check_extension(Some("a.WAV"), &formats).is_ok());
+        assert!(check_extension(Some("noext"), &formats).is_ok());
+        assert!(check_extension(None, &formats).is_ok());
+        assert!(matches!(check_extension(Some("notes.txt"), &formats), Err(ApiError::UnsupportedFormat { .. })));
+    }
+}

@@ -1,0 +1,73 @@
+//! OpenAI's audio API: `POST /v1/audio/transcriptions`,
+//! `POST /v1/audio/translations`, `GET /v1/models`, with OpenAI's fields,
+//! response formats and error shape.
+
+use std::sync::Arc;
+
+use axum::extract::{Multipart, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::{read_upload, request_id, run_transcription};
+use crate::engine::{Task, Transcript};
+use crate::error::{ApiError, OpenAiError};
+use crate::formats::{self, ResponseFormat};
+use crate::options::{self, RequestOptions};
+use crate::server::AppState;
+
+pub(crate) fn formatted(t: &Transcript, format: ResponseFormat, task: Task, g: formats::Granularities) -> Response {
+    let task = match task {
+        Task::Transcribe => "transcribe",
+        Task::Translate => "translate",
+    };
+    ([(header::CONTENT_TYPE, format.content_type())], formats::render(t, format, task, g)).into_response()
+}
+
+/// Names the `model` field may take: OpenAI's `whisper-1`, the configured
+/// size, and the model folder's name.
+pub(super) fn served_model_names(state: &AppState) -> Vec<String> {
+    let mut names = vec!["whisper-1".to_string()];
+    for n in state.dispatcher.model_names() {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// Checks the `model` field (required, as OpenAI's API has it).
+pub(super) fn check_model(state: &AppState, opts: &RequestOptions) -> Result<String, ApiError> {
+    let model = opts.model.clone().ok_or(ApiError::MissingField("model"))?;
+    if !served_model_names(state).contains(&model) {
+        return Err(ApiError::UnknownModel(model));
+    }
+    Ok(model)
+}
+
+async fn route(state: Arc<AppState>, headers: HeaderMap, form: Multipart, task: Option<Task>) -> Result<Response, OpenAiError> {
+    let upload = read_upload(form, "file", state.config.limits.max_upload_mb).await?;
+    let opts: RequestOptions = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, task)?;
+    check_model(&state, &opts)?;
+    let format = opts.response_format.unwrap_or(ResponseFormat::Json);
+    let task = opts.decode.task;
+    let outcome = run_transcription(&state, upload, opts.decode, request_id(&headers)).await?;
+    Ok(formatted(&outcome.transcript, format, task, opts.granularities))
+}
+
+pub(super) async fn transcriptions(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Result<Response, OpenAiError> {
+    route(state, headers, form, None).await
+}
+
+pub(super) async fn translations(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Result<Response, OpenAiError> {
+    route(state, headers, form, Some(Task::Translate)).await
+}
+
+pub(super) async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let data: Vec<_> = served_model_names(&state)
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "whisper-serve"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}

@@ -1,0 +1,41 @@
+//! The original service's route: `POST /transcribe` with the multipart
+//! field `audio_file`, answering `{success, text, latency, word_count,
+//! gpu_memory, error}` unless the request names a `response_format`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Multipart, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::{read_upload, request_id, run_transcription};
+use crate::error::{ApiError, TranscribeBody};
+use crate::options;
+use crate::server::AppState;
+
+pub(super) async fn transcribe(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Multipart,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let upload = read_upload(form, "audio_file", state.config.limits.max_upload_mb).await?;
+    let opts = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, None)?;
+    let task = opts.decode.task;
+    let outcome = run_transcription(&state, upload, opts.decode, request_id(&headers)).await?;
+    let transcript = outcome.transcript;
+    Ok(match opts.response_format {
+        Some(format) => super::openai::formatted(&transcript, format, task, opts.granularities),
+        None => Json(TranscribeBody {
+            success: true,
+            word_count: transcript.text.split_whitespace().count(),
+            text: transcript.text,
+            latency: started.elapsed().as_secs_f64(),
+            gpu_memory: state.gpu_memory_gb(),
+            error: None,
+        })
+        .into_response(),
+    })
+}

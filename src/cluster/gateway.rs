@@ -1,0 +1,434 @@
+//! The gateway: the whole HTTP API, no model. Its dispatcher stores each
+//! upload in the JetStream object store, publishes a job message, and
+//! waits for the job's record in the key-value bucket (watched through
+//! one core-NATS subscription on the bucket's subjects, with a periodic
+//! read as a fallback for updates missed during a reconnect). When NATS is
+//! unreachable it answers 503 at once and recovers by itself.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::object_store::ObjectMetadata;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::status::ClusterStatus;
+use super::{connect, record_key, Bus, JobMessage, SYNC_PREFIX};
+use crate::config::Config;
+use crate::dispatch::{pool::Pool, ByteStream, DispatchError, Dispatcher, Health, JobPage, Outcome, Work};
+use crate::jobs::{self, JobRecord, JobRequest, JobStatus};
+use crate::server::{AppState, ServerError};
+
+/// How long one NATS operation of a request may take before the gateway
+/// calls NATS unavailable.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a waiting request reads its record in case a notification was lost.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// How long `/health` reuses what it learnt.
+const HEALTH_CACHE: Duration = Duration::from_secs(1);
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<JobRecord>>>>;
+
+pub struct NatsDispatcher {
+    config: Arc<Config>,
+    client: async_nats::Client,
+    bus: Arc<OnceLock<Bus>>,
+    waiters: Waiters,
+    health: tokio::sync::Mutex<Option<(Instant, Health)>>,
+}
+
+fn unavailable(reason: impl Into<String>) -> DispatchError {
+    DispatchError::Unavailable { reason: reason.into(), retry_after_s: 2 }
+}
+
+/// Removes a waiter when its request ends, however it ends.
+struct WaiterGuard<'a>(&'a Waiters, String);
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.0.lock() {
+            w.remove(&self.1);
+        }
+    }
+}
+
+impl NatsDispatcher {
+    pub async fn start(config: Arc<Config>) -> Result<Arc<Self>, ServerError> {
+        let name = super::instance_id("gateway");
+        let client = connect(&config.cluster, &name, true).await.map_err(|e| ServerError::Cluster(e.to_string()))?;
+        let me = Arc::new(Self {
+            config: config.clone(),
+            client: client.clone(),
+            bus: Arc::new(OnceLock::new()),
+            waiters: Arc::new(Mutex::new(HashMap::new())),
+            health: tokio::sync::Mutex::new(None),
+        });
+        tokio::spawn(setup_when_connected(client.clone(), config.clone(), me.bus.clone()));
+        tokio::spawn(listen_for_records(client, config.cluster.jobs_bucket.clone(), me.waiters.clone()));
+        Ok(me)
+    }
+
+    fn bus(&self) -> Result<&Bus, DispatchError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(unavailable("the job queue (NATS) is unreachable"));
+        }
+        self.bus.get().ok_or_else(|| unavailable("the job queue (NATS) is being set up"))
+    }
+
+    async fn put_audio(&self, bus: &Bus, id: &str, reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> Result<u64, String> {
+        let meta = ObjectMetadata { name: id.to_string(), ..Default::default() };
+        bus.audio.put(meta, reader).await.map(|info| info.size as u64).map_err(|e| e.to_string())
+    }
+
+    async fn publish(&self, bus: &Bus, msg: &JobMessage) -> Result<(), DispatchError> {
+        let payload = serde_json::to_vec(msg).map_err(|e| DispatchError::Engine(e.to_string()))?;
+        let mut headers = async_nats::HeaderMap::new();
+        // JetStream drops a second publish of the same id (a retry).
+        headers.insert("Nats-Msg-Id", msg.id.as_str());
+        headers.insert("X-Request-Id", msg.request.request_id.as_str());
+        let subject = self.config.cluster.job_subject(&self.config.model.size);
+        let ack = tokio::time::timeout(OP_TIMEOUT, async {
+            bus.js.publish_with_headers(subject, headers, payload.into()).await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
+        })
+        .await;
+        match ack {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(format!("cannot queue the job: {e}"))),
+            Err(_) => Err(unavailable("cannot queue the job: NATS did not answer in time")),
+        }
+    }
+
+    /// Reads a record; None when absent.
+    async fn read(&self, bus: &Bus, key: &str) -> Result<Option<JobRecord>, DispatchError> {
+        match tokio::time::timeout(OP_TIMEOUT, bus.jobs.get(key)).await {
+            Ok(Ok(Some(v))) => serde_json::from_slice(&v).map(Some).map_err(|e| DispatchError::Engine(format!("bad job record: {e}"))),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(e)) => Err(unavailable(format!("cannot read the job: {e}"))),
+            Err(_) => Err(unavailable("cannot read the job: NATS did not answer in time")),
+        }
+    }
+
+    /// Waits for the final record of a synchronous request until `deadline`.
+    async fn wait_final(&self, bus: &Bus, key: &str, mut rx: oneshot::Receiver<JobRecord>, deadline: Instant) -> Option<JobRecord> {
+        loop {
+            let poll_at = (Instant::now() + POLL_EVERY).min(deadline);
+            tokio::select! {
+                got = &mut rx => return got.ok(),
+                _ = tokio::time::sleep_until(poll_at.into()) => {
+                    if let Ok(Some(r)) = self.read(bus, key).await {
+                        if r.status.is_final() {
+                            return Some(r);
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks a synchronous request abandoned, so no worker spends time on
+    /// it; returns the final record instead if a worker got there first.
+    async fn abandon(&self, bus: &Bus, key: &str, msg: &JobMessage) -> Option<JobRecord> {
+        let mut rec = JobRecord::new(msg.id.clone(), msg.request.clone());
+        rec.status = JobStatus::Cancelled;
+        let value = serde_json::to_vec(&rec).ok()?;
+        match bus.jobs.create(key, value.into()).await {
+            Ok(_) => None,
+            Err(_) => self.read(bus, key).await.ok().flatten().filter(|r| r.status.is_final() && r.status != JobStatus::Cancelled),
+        }
+    }
+}
+
+/// The record of a finished job as the dispatcher's answer.
+fn into_outcome(rec: JobRecord) -> Result<Outcome, DispatchError> {
+    match (rec.status, rec.transcript) {
+        (JobStatus::Completed, Some(transcript)) => Ok(Outcome {
+            transcript,
+            queue_wait_s: rec.queue_wait_s.unwrap_or(0.0),
+            inference_s: rec.inference_s.unwrap_or(0.0),
+        }),
+        (_, _) => {
+            let err = rec.error.unwrap_or(jobs::JobError { code: "engine_error".into(), message: "the job failed".into() });
+            if matches!(err.code.as_str(), "invalid_audio" | "audio_too_long" | "empty_file" | "invalid_param" | "upload_too_large") {
+                Err(DispatchError::Rejected(err))
+            } else {
+                Err(DispatchError::Engine(err.message))
+            }
+        }
+    }
+}
+
+async fn setup_when_connected(client: async_nats::Client, config: Arc<Config>, slot: Arc<OnceLock<Bus>>) {
+    let mut logged = false;
+    loop {
+        if client.connection_state() == async_nats::connection::State::Connected {
+            match Bus::setup(client.clone(), &config).await {
+                Ok(bus) => {
+                    let _ = slot.set(bus);
+                    tracing::info!("job queue ready");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "job queue set-up failed; retrying"),
+            }
+        } else if !logged {
+            tracing::warn!(url = %config.cluster.nats_url, "waiting for NATS");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Hands every final record written to the jobs bucket to the request
+/// waiting for it. Core NATS (no consumer): cheap, and it resubscribes by
+/// itself after a reconnect.
+async fn listen_for_records(client: async_nats::Client, bucket: String, waiters: Waiters) {
+    let prefix = format!("$KV.{bucket}.");
+    loop {
+        match client.subscribe(format!("{prefix}>")).await {
+            Ok(mut sub) => {
+                while let Some(msg) = sub.next().await {
+                    let Some(key) = msg.subject.as_str().strip_prefix(&prefix) else { continue };
+                    let Ok(rec) = serde_json::from_slice::<JobRecord>(&msg.payload) else { continue };
+                    if !rec.status.is_final() {
+                        continue;
+                    }
+                    let waiter = waiters.lock().ok().and_then(|mut w| w.remove(key));
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(rec);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch job results; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Checks an id from a URL before it becomes a key.
+fn check_id(id: &str) -> Result<(), DispatchError> {
+    if uuid::Uuid::parse_str(id).is_ok() {
+        Ok(())
+    } else {
+        Err(DispatchError::NotFound(id.to_string()))
+    }
+}
+
+#[async_trait]
+impl Dispatcher for NatsDispatcher {
+    async fn transcribe(&self, work: Work) -> Result<Outcome, DispatchError> {
+        let deadline = Instant::now() + work.timeout;
+        let bus = self.bus()?;
+        let id = jobs::new_id();
+        let key = record_key(&id, true);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.waiters.lock() {
+            w.insert(key.clone(), tx);
+        }
+        let _guard = WaiterGuard(&self.waiters, key.clone());
+        let size = work.audio.len() as u64;
+        let mut reader = std::io::Cursor::new(work.audio);
+        match tokio::time::timeout(OP_TIMEOUT + Duration::from_millis(size / 10_000), self.put_audio(bus, &id, &mut reader)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(unavailable(format!("cannot store the upload: {e}"))),
+            Err(_) => return Err(unavailable("cannot store the upload: NATS did not answer in time")),
+        }
+        let request = JobRequest {
+            decode: work.options,
+            response_format: Default::default(),
+            granularities: Default::default(),
+            model: self.config.model.size.clone(),
+            callback_url: None,
+            filename: None,
+            request_id: work.request_id,
+        };
+        let msg = JobMessage { id: id.clone(), sync: true, request, audio_bytes: size, created_at_ms: jobs::now_ms() };
+        if let Err(e) = self.publish(bus, &msg).await {
+            let _ = bus.audio.delete(&id).await;
+            return Err(e);
+        }
+        let rec = match self.wait_final(bus, &key, rx, deadline).await {
+            Some(r) => Some(r),
+            None => self.abandon(bus, &key, &msg).await,
+        };
+        let jobs_kv = bus.jobs.clone();
+        let purge_key = key.clone();
+        tokio::spawn(async move {
+            let _ = jobs_kv.purge(purge_key).await;
+        });
+        match rec {
+            Some(r) if r.status == JobStatus::Cancelled => Err(DispatchError::Timeout(work.timeout.as_secs())),
+            Some(r) => into_outcome(r),
+            None => Err(DispatchError::Timeout(work.timeout.as_secs())),
+        }
+    }
+
+    async fn store_audio(&self, id: &str, audio: ByteStream<'_>, limit_bytes: u64) -> Result<u64, DispatchError> {
+        let bus = self.bus()?;
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = seen.clone();
+        let limited = audio.and_then(move |chunk: Bytes| {
+            let total = counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed) + chunk.len() as u64;
+            futures::future::ready(if total > limit_bytes {
+                Err(std::io::Error::other("upload over the limit"))
+            } else {
+                Ok(chunk)
+            })
+        });
+        let mut reader = tokio_util::io::StreamReader::new(limited);
+        match self.put_audio(bus, id, &mut reader).await {
+            Ok(n) => Ok(n),
+            Err(_) if seen.load(std::sync::atomic::Ordering::Relaxed) > limit_bytes => {
+                let _ = bus.audio.delete(id).await;
+                Err(DispatchError::UploadTooLarge { limit_mb: limit_bytes / (1024 * 1024) })
+            }
+            Err(e) => {
+                let _ = bus.audio.delete(id).await;
+                Err(unavailable(format!("cannot store the upload: {e}")))
+            }
+        }
+    }
+
+    async fn discard_audio(&self, id: &str) {
+        if let Ok(bus) = self.bus() {
+            let _ = bus.audio.delete(id).await;
+        }
+    }
+
+    async fn enqueue(&self, job: JobRecord) -> Result<JobRecord, DispatchError> {
+        let bus = self.bus()?;
+        if let Some((pending, _)) = bus.consumer_pending(&self.config.model.size).await {
+            if pending >= self.config.jobs.max_queued as u64 {
+                return Err(DispatchError::QueueFull { retry_after_s: 30 });
+            }
+        }
+        let value = serde_json::to_vec(&job).map_err(|e| DispatchError::Engine(e.to_string()))?;
+        tokio::time::timeout(OP_TIMEOUT, bus.jobs.put(&job.id, value.into()))
+            .await
+            .map_err(|_| unavailable("cannot record the job: NATS did not answer in time"))?
+            .map_err(|e| unavailable(format!("cannot record the job: {e}")))?;
+        let size = bus.audio.info(&job.id).await.map(|i| i.size as u64).unwrap_or(0);
+        let msg = JobMessage { id: job.id.clone(), sync: false, request: job.request.clone(), audio_bytes: size, created_at_ms: job.created_at_ms };
+        if let Err(e) = self.publish(bus, &msg).await {
+            let _ = bus.jobs.purge(&job.id).await;
+            return Err(e);
+        }
+        Ok(job)
+    }
+
+    async fn job(&self, id: &str) -> Result<JobRecord, DispatchError> {
+        check_id(id)?;
+        let bus = self.bus()?;
+        self.read(bus, id).await?.ok_or_else(|| DispatchError::NotFound(id.to_string()))
+    }
+
+    async fn cancel(&self, id: &str) -> Result<JobRecord, DispatchError> {
+        check_id(id)?;
+        let bus = self.bus()?;
+        // Compare-and-set on the record's revision: a worker finishing at
+        // the same moment wins or loses cleanly.
+        for _ in 0..5 {
+            let entry = bus.jobs.entry(id).await.map_err(|e| unavailable(e.to_string()))?;
+            let Some(entry) = entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put) else {
+                return Err(DispatchError::NotFound(id.to_string()));
+            };
+            let mut rec: JobRecord = serde_json::from_slice(&entry.value).map_err(|e| DispatchError::Engine(e.to_string()))?;
+            if rec.status.is_final() {
+                return Err(DispatchError::AlreadyFinal { id: id.to_string(), status: rec.status });
+            }
+            rec.status = JobStatus::Cancelled;
+            rec.updated_at_ms = jobs::now_ms();
+            let value = serde_json::to_vec(&rec).map_err(|e| DispatchError::Engine(e.to_string()))?;
+            if bus.jobs.update(id, value.into(), entry.revision).await.is_ok() {
+                let _ = bus.audio.delete(id).await;
+                tracing::info!(job_id = %id, "job cancelled");
+                return Ok(rec);
+            }
+        }
+        Err(unavailable("the job kept changing; try again"))
+    }
+
+    async fn jobs(&self, limit: usize, after: Option<String>) -> Result<JobPage, DispatchError> {
+        let bus = self.bus()?;
+        let keys = bus.jobs.keys().await.map_err(|e| unavailable(e.to_string()))?;
+        let mut ids: Vec<String> = keys.try_collect::<Vec<String>>().await.map_err(|e| unavailable(e.to_string()))?;
+        ids.retain(|k| !k.starts_with(SYNC_PREFIX) && after.as_ref().is_none_or(|a| k < a));
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(r) = self.read(bus, id).await? {
+                jobs.push(r);
+            }
+        }
+        let next = if more { ids.last().cloned() } else { None };
+        Ok(JobPage { jobs, next })
+    }
+
+    async fn health(&self) -> Health {
+        let mut cache = self.health.lock().await;
+        if let Some((at, h)) = cache.as_ref() {
+            if at.elapsed() < HEALTH_CACHE {
+                return h.clone();
+            }
+        }
+        let model = &self.config.model.size;
+        let h = match self.bus() {
+            Err(e) => {
+                let mut details = serde_json::Map::new();
+                details.insert("error".into(), e.to_string().into());
+                Health { ready: false, status: "unavailable", details }
+            }
+            Ok(bus) => {
+                let status = ClusterStatus::gather(bus, model).await;
+                let serving = status.serving(model).count();
+                let mut details = status.to_json();
+                details.insert("model".into(), model.clone().into());
+                details.insert("workers_serving_model".into(), serving.into());
+                if serving > 0 {
+                    Health { ready: true, status: "healthy", details }
+                } else {
+                    details.insert("error".into(), format!("no live worker serves {model}").into());
+                    Health { ready: false, status: "no_workers", details }
+                }
+            }
+        };
+        *cache = Some((Instant::now(), h.clone()));
+        h
+    }
+
+    fn model_names(&self) -> Vec<String> {
+        vec![self.config.model.size.clone()]
+    }
+
+    fn pool(&self) -> Option<Arc<Pool>> {
+        None
+    }
+
+    async fn shutdown(&self, _grace: Duration) {
+        // Requests in flight were drained by the HTTP server; queued jobs
+        // stay in JetStream.
+        let _ = self.client.flush().await;
+    }
+}
+
+/// `whisper-serve gateway`: the HTTP API on `listener`, jobs over NATS.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let config = Arc::new(config);
+    let dispatcher = NatsDispatcher::start(config.clone()).await?;
+    let state = Arc::new(AppState::new(config, dispatcher));
+    crate::server::serve_http(listener, crate::api::router(state.clone()), shutdown).await?;
+    crate::server::drain(&state).await;
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! Many machines over NATS JetStream. A gateway ([`gateway`]) puts each
+//! upload in an object store and a small job message on a work-queue
+//! stream (`<prefix>.jobs.<model>`); workers ([`worker`]) pull the jobs of
+//! their model, transcribe them with the same engine pool `serve` uses,
+//! write the record (status and result) to a key-value bucket keyed by job
+//! id, and only then ack. JetStream does the rest: redelivery after
+//! `ack_wait_s`, progress acks, `max_deliver`. Workers heartbeat into a
+//! second bucket, which `/health` and `cluster status` read ([`status`]).
+
+pub mod gateway;
+pub mod status;
+pub mod worker;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ClusterConfig, Config, StorageKind};
+use crate::jobs::JobRequest;
+
+/// Key prefix of the records of synchronous requests, which `GET /v1/jobs`
+/// does not list (the gateway removes them once answered).
+pub const SYNC_PREFIX: &str = "sync.";
+
+/// Header of a dead letter: why the job failed.
+pub const DEAD_REASON_HEADER: &str = "Whisper-Error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub(crate) fn nats_err(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Nats(e.to_string())
+}
+
+/// What a job message carries; the audio is in the object store under
+/// the job's id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobMessage {
+    pub id: String,
+    /// A synchronous request: its record lives under `sync.<id>` and no
+    /// webhook is sent.
+    pub sync: bool,
+    pub request: JobRequest,
+    pub audio_bytes: u64,
+    pub created_at_ms: i64,
+}
+
+impl JobMessage {
+    /// The job's key in the jobs bucket.
+    pub fn key(&self) -> String {
+        record_key(&self.id, self.sync)
+    }
+}
+
+pub fn record_key(id: &str, sync: bool) -> String {
+    if sync {
+        format!("{SYNC_PREFIX}{id}")
+    } else {
+        id.to_string()
+    }
+}
+
+/// A worker's heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    /// `model.size` of the worker's config.
+    pub model: String,
+    pub host: String,
+    pub pid: u32,
+    pub device: String,
+    /// Transcriptions it takes at once (replicas x batch size).
+    pub capacity: usize,
+    /// Transcriptions in progress.
+    pub busy: usize,
+    pub jobs_done: u64,
+    pub started_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+    pub version: String,
+}
+
+/// Handles on the JetStream objects both roles use.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub cfg: ClusterConfig,
+    pub jobs: kv::Store,
+    pub workers: kv::Store,
+    pub audio: object_store::ObjectStore,
+}
+
+/// Connects to NATS. With `retry` the connection is made in the background
+/// (a gateway starts and answers 503 until NATS is there); without it a
+/// failure to connect is an error at once.
+pub async fn connect(cfg: &ClusterConfig, name: &str, retry: bool) -> Result<async_nats::Client, ClusterError> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(2))
+        .max_reconnects(None::<usize>)
+        // Back off to at most 1 s between attempts, so recovery after an
+        // outage is quick.
+        .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        });
+    if let Some(path) = &cfg.credentials_file {
+        opts = opts.credentials_file(path).await.map_err(|e| ClusterError::Connect {
+            url: cfg.nats_url.clone(),
+            message: format!("credentials file {}: {e}", path.display()),
+        })?;
+    }
+    if let Some(ca) = &cfg.tls_ca_file {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if cfg.tls_required {
+        opts = opts.require_tls(true);
+    }
+    if retry {
+        opts = opts.retry_on_initial_connect();
+    }
+    let urls: Vec<&str> = cfg.nats_url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    opts.connect(urls.join(",")).await.map_err(|e| ClusterError::Connect { url: cfg.nats_url.clone(), message: e.to_string() })
+}
+
+fn storage(kind: StorageKind) -> stream::StorageType {
+    match kind {
+        StorageKind::File => stream::StorageType::File,
+        StorageKind::Memory => stream::StorageType::Memory,
+    }
+}
+
+impl Bus {
+    /// Finds the streams, buckets and (for `model`) the consumer, creating
+    /// what is missing. Existing ones with other settings are reported in
+    /// the log, not changed: an operator may have tuned them.
+    pub async fn setup(client: async_nats::Client, config: &Config) -> Result<Bus, ClusterError> {
+        let cfg = config.cluster.clone();
+        let js = jetstream::new(client.clone());
+        let ttl = Duration::from_secs(config.jobs.result_ttl_s);
+        let store = storage(cfg.storage);
+
+        let jobs_stream = stream::Config {
+            name: cfg.stream.clone(),
+            subjects: vec![format!("{}.jobs.>", cfg.subject_prefix)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: store,
+            num_replicas: cfg.replicas,
+            max_age: ttl,
+            duplicate_window: duplicate_window(ttl),
+            description: Some("whisper-serve jobs, one subject per model".into()),
+            ..Default::default()
+        };
+        ensure_stream(&js, jobs_stream).await?;
+        let dead_stream = stream::Config {
+            name: cfg.dead_letter_stream.clone(),
+            subjects: vec![format!("{}.dead.>", cfg.subject_prefix)],
+            storage: store,
+            num_replicas: cfg.replicas,
+            max_age: ttl.max(Duration::from_secs(7 * 86_400)),
+            duplicate_window: Duration::from_secs(120),
+            description: Some("whisper-serve jobs that failed max_deliver times".into()),
+            ..Default::default()
+        };
+        ensure_stream(&js, dead_stream).await?;
+
+        let jobs = ensure_kv(
+            &js,
+            kv::Config { bucket: cfg.jobs_bucket.clone(), history: 1, max_age: ttl, storage: store, num_replicas: cfg.replicas, ..Default::default() },
+        )
+        .await?;
+        let workers = ensure_kv(
+            &js,
+            kv::Config {
+                bucket: cfg.workers_bucket.clone(),
+                history: 1,
+                max_age: Duration::from_secs(cfg.heartbeat_s * 3),
+                storage: store,
+                num_replicas: cfg.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let audio = match js.get_object_store(&cfg.audio_bucket).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: cfg.audio_bucket.clone(),
+                    max_age: ttl,
+                    storage: store,
+                    num_replicas: cfg.replicas,
+                    description: Some("whisper-serve uploads awaiting a worker".into()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ClusterError::Setup(format!("object store {}: {e}", cfg.audio_bucket)))?,
+        };
+        let bus = Bus { client, js, cfg, jobs, workers, audio };
+        bus.ensure_consumer(&config.model.size).await?;
+        Ok(bus)
+    }
+
+    fn consumer_config(&self, model: &str) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(self.cfg.consumer_name(model)),
+            filter_subject: self.cfg.job_subject(model),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(self.cfg.ack_wait_s),
+            max_deliver: self.cfg.max_deliver,
+            description: Some(format!("whisper-serve workers of {model}")),
+            ..Default::default()
+        }
+    }
+
+    /// The durable consumer the workers of `model` share.
+    pub async fn ensure_consumer(&self, model: &str) -> Result<consumer::PullConsumer, ClusterError> {
+        let stream = self.js.get_stream(&self.cfg.stream).await.map_err(nats_err)?;
+        let want = self.consumer_config(model);
+        let name = self.cfg.consumer_name(model);
+        match stream.get_consumer::<consumer::pull::Config>(&name).await {
+            Ok(c) => {
+                let have = &c.cached_info().config;
+                if have.ack_wait != want.ack_wait || have.max_deliver != want.max_deliver || have.filter_subject != want.filter_subject {
+                    tracing::warn!(consumer = %name, have_ack_wait_s = have.ack_wait.as_secs(), want_ack_wait_s = want.ack_wait.as_secs(),
+                        have_max_deliver = have.max_deliver, want_max_deliver = want.max_deliver, have_filter = %have.filter_subject,
+                        "the consumer exists with other settings; keeping them (delete it to apply the config)");
+                }
+                Ok(c)
+            }
+            Err(_) => stream.create_consumer(want).await.map_err(|e| ClusterError::Setup(format!("consumer {name}: {e}"))),
+        }
+    }
+
+    pub async fn consumer_pending(&self, model: &str) -> Option<(u64, usize)> {
+        let stream = self.js.get_stream(&self.cfg.stream).await.ok()?;
+        let c = stream.get_consumer::<consumer::pull::Config>(&self.cfg.consumer_name(model)).await.ok()?;
+        let info = c.cached_info();
+        Some((info.num_pending, info.num_ack_pending))
+    }
+
+    pub async fn dead_letters(&self) -> Option<u64> {
+        let mut s = self.js.get_stream(&self.cfg.dead_letter_stream).await.ok()?;
+        s.info().await.ok().map(|i| i.state.messages)
+    }
+}
+
+async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<(), ClusterError> {
+    match js.get_stream(&want.name).await {
+        Ok(s) => {
+            let have = &s.cached_info().config;
+            if have.subjects != want.subjects || have.retention != want.retention || have.storage != want.storage || have.num_replicas != want.num_replicas {
+                tracing::warn!(stream = %want.name, have_subjects = ?have.subjects, want_subjects = ?want.subjects,
+                    have_retention = ?have.retention, want_retention = ?want.retention, have_storage = ?have.storage,
+                    want_storage = ?want.storage, "the stream exists with other settings; keeping them");
+            }
+            Ok(())
+        }
+        Err(_) => {
+            let name = want.name.clone();
+            js.create_stream(want).await.map_err(|e| ClusterError::Setup(format!("stream {name}: {e}")))?;
+            tracing::info!(stream = %name, "created stream");
+            Ok(())
+        }
+    }
+}
+
+/// Finds or creates a key-value bucket. The bucket's stream is created
+/// here with the settings `async-nats` would use: its own bucket creation
+/// first asks for the account's limits in a form nats-server 2.9 (Debian
+/// 12's) does not answer.
+async fn ensure_kv(js: &jetstream::Context, want: kv::Config) -> Result<kv::Store, ClusterError> {
+    let stream = stream::Config {
+        name: format!("KV_{}", want.bucket),
+        description: Some(want.description.clone()),
+        subjects: vec![format!("$KV.{}.>", want.bucket)],
+        max_messages_per_subject: want.history.max(1),
+        max_age: want.max_age,
+        storage: want.storage,
+        num_replicas: want.num_replicas.max(1),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: duplicate_window(want.max_age),
+        ..Default::default()
+    };
+    ensure_stream(js, stream).await?;
+    js.get_key_value(&want.bucket).await.map_err(|e| ClusterError::Setup(format!("bucket {}: {e}", want.bucket)))
+}
+
+/// JetStream's duplicate window (2 min by default) may not exceed max_age.
+fn duplicate_window(max_age: Duration) -> Duration {
+    let two_min = Duration::from_secs(120);
+    if max_age.is_zero() {
+        two_min
+    } else {
+        max_age.min(two_min)
+    }
+}
+
+/// This process's name on the bus: host, pid and a random suffix.
+pub fn instance_id(role: &str) -> String {
+    let host = hostname();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{role}-{host}-{}-{}", std::process::id(), &suffix[..6])
+}
+
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .collect()
+}

@@ -1,0 +1,457 @@
+//! `serve`'s dispatcher: everything in this process. Uploads are decoded
+//! here and go straight to the engine [`Pool`]; async jobs are kept in an
+//! embedded database under `jobs.dir` (with their audio as files), run by a
+//! job runner that never has more of them in the pool than the replicas
+//! can batch (so synchronous requests are not starved), and are picked up
+//! again after a restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::pool::{BatchSettings, Pool, Reply};
+use super::{ByteStream, DispatchError, Dispatcher, Health, JobPage, Outcome, Work};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::jobs::store::{JobStore, StoreError};
+use crate::jobs::webhook::WebhookSender;
+use crate::jobs::{self, JobError, JobRecord, JobStatus};
+
+/// How often finished jobs past `jobs.result_ttl_s` are removed.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+pub struct LocalDispatcher {
+    config: Arc<Config>,
+    pool: OnceLock<Arc<Pool>>,
+    load_error: OnceLock<String>,
+    store: JobStore,
+    webhooks: Arc<WebhookSender>,
+    runnable: mpsc::UnboundedSender<String>,
+    /// Running async jobs: dropping the sender's pair cancels one.
+    cancels: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    stopping: AtomicBool,
+}
+
+impl From<StoreError> for DispatchError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) | StoreError::BadId(id) => DispatchError::NotFound(id),
+            other => DispatchError::Engine(format!("job store: {other}")),
+        }
+    }
+}
+
+impl LocalDispatcher {
+    /// Opens the job store; the engine is attached later by [`Self::attach`]
+    /// (or [`Self::fail`]) once it has loaded.
+    pub fn open(config: Arc<Config>) -> Result<Arc<Self>, StoreError> {
+        let store = JobStore::open(&config.jobs.dir)?;
+        let webhooks = WebhookSender::new(
+            config.jobs.webhook_secret.clone(),
+            config.jobs.webhook_max_attempts,
+            Duration::from_secs(config.jobs.webhook_timeout_s),
+        )
+        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        let webhooks = Arc::new(webhooks);
+        let (runnable, rx) = mpsc::unbounded_channel();
+        let me = Arc::new(Self {
+            config,
+            pool: OnceLock::new(),
+            load_error: OnceLock::new(),
+            store,
+            webhooks,
+            runnable,
+            cancels: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        });
+        tokio::spawn(me.clone().run_jobs(rx));
+        tokio::spawn(me.clone().purge_expired());
+        Ok(me)
+    }
+
+    /// Starts the engine pool and resumes the jobs a previous run left.
+    pub async fn attach(self: &Arc<Self>, engine: Arc<Engine>) {
+        let c = &self.config;
+        let batching = BatchSettings {
+            max_batch_size: c.batching.max_batch_size,
+            max_wait: Duration::from_millis(c.batching.max_wait_ms),
+        };
+        let pool = Pool::start(engine, c.deployment.num_replicas as usize, c.limits.max_queue, batching);
+        let _ = self.pool.set(Arc::new(pool));
+        match self.db(|s| s.unfinished()).await {
+            Ok(left) => {
+                if !left.is_empty() {
+                    tracing::info!(jobs = left.len(), "resuming jobs queued before the restart");
+                }
+                for job in left {
+                    let _ = self.runnable.send(job.id);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the unfinished jobs"),
+        }
+    }
+
+    pub fn fail(&self, reason: String) {
+        let _ = self.load_error.set(reason);
+    }
+
+    fn ready_pool(&self) -> Result<&Arc<Pool>, DispatchError> {
+        match self.pool.get() {
+            Some(p) => Ok(p),
+            None => match self.load_error.get() {
+                Some(e) => Err(DispatchError::Engine(e.clone())),
+                None => Err(DispatchError::Loading),
+            },
+        }
+    }
+
+    /// Runs a store call off the async threads.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&JobStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, DispatchError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| DispatchError::Engine(format!("job store task: {e}")))?
+            .map_err(DispatchError::from)
+    }
+
+    /// Decodes `bytes` and runs them through the pool. `cancel` ends the
+    /// wait early (the batcher drops work whose receiver is gone).
+    async fn run(
+        &self,
+        bytes: bytes::Bytes,
+        options: crate::engine::DecodeOptions,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<Option<Outcome>, DispatchError> {
+        let pool = self.ready_pool()?.clone();
+        let max_s = self.config.limits.max_audio_seconds;
+        let audio = tokio::task::spawn_blocking(move || crate::audio::decode(&bytes, max_s))
+            .await
+            .map_err(|e| DispatchError::Engine(format!("decoder task failed: {e}")))??;
+        let rx = pool.submit(audio, options)?;
+        tokio::select! {
+            reply = rx => Ok(Some(outcome(reply)?)),
+            _ = cancel => Ok(None),
+        }
+    }
+
+    /// Hands queued jobs to the pool, at most its capacity at a time.
+    async fn run_jobs(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<String>) {
+        // Wait for the engine; until then jobs stay queued.
+        let capacity = loop {
+            if let Some(p) = self.pool.get() {
+                break p.capacity();
+            }
+            if self.load_error.get().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let slots = Arc::new(Semaphore::new(capacity.max(1)));
+        while let Some(id) = rx.recv().await {
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            if self.stopping.load(Ordering::Relaxed) {
+                // Left queued in the store: the next start runs it.
+                return;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.run_job(id).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn run_job(self: &Arc<Self>, id: String) {
+        let started = self
+            .db({
+                let id = id.clone();
+                move |s| {
+                    s.update_if(&id, |r| {
+                        if r.status.is_final() {
+                            return false;
+                        }
+                        r.status = JobStatus::Running;
+                        r.attempts += 1;
+                        r.worker = Some("local".into());
+                        true
+                    })
+                }
+            })
+            .await;
+        let record = match started {
+            Ok(Some(r)) if r.status == JobStatus::Running => r,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(job_id = %id, error = %e, "cannot start the job");
+                return;
+            }
+        };
+        let request_id = record.request.request_id.clone();
+        let result = match tokio::fs::read(self.store.audio_path(&id).unwrap_or_default()).await {
+            Err(e) => Err(DispatchError::Engine(format!("the job's audio is gone: {e}"))),
+            Ok(bytes) => {
+                let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
+                if let Ok(mut c) = self.cancels.lock() {
+                    c.insert(id.clone(), cancel_tx);
+                }
+                let cancelled = async {
+                    let _ = cancel_rx.await;
+                };
+                let r = self.run_waiting_for_room(bytes.into(), record.request.decode.clone(), cancelled).await;
+                if let Ok(mut c) = self.cancels.lock() {
+                    c.remove(&id);
+                }
+                r
+            }
+        };
+        let (status, transcript, error) = match result {
+            Ok(None) => return, // cancelled; cancel() wrote the record
+            Ok(Some(o)) => (JobStatus::Completed, Some(o.transcript), None),
+            Err(DispatchError::ShuttingDown) => return, // stays running; resumed on restart
+            Err(e) => {
+                tracing::warn!(job_id = %id, request_id = %request_id, error = %e, "job failed");
+                (JobStatus::Failed, None, Some(e.to_job_error()))
+            }
+        };
+        self.finish_job(&id, status, transcript, error).await;
+    }
+
+    /// Like [`Self::run`], but an async job waits for room in a full queue
+    /// instead of failing.
+    async fn run_waiting_for_room(
+        &self,
+        bytes: bytes::Bytes,
+        options: crate::engine::DecodeOptions,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<Option<Outcome>, DispatchError> {
+        tokio::pin!(cancel);
+        loop {
+            match self.run(bytes.clone(), options.clone(), &mut cancel).await {
+                Err(DispatchError::QueueFull { .. }) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = &mut cancel => return Ok(None),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn finish_job(
+        &self,
+        id: &str,
+        status: JobStatus,
+        transcript: Option<crate::engine::Transcript>,
+        error: Option<JobError>,
+    ) {
+        let audio_seconds = transcript.as_ref().map(|t| t.duration);
+        let written = self
+            .db({
+                let id = id.to_string();
+                move |s| {
+                    s.update_if(&id, move |r| {
+                        if r.status.is_final() {
+                            return false;
+                        }
+                        r.status = status;
+                        r.audio_seconds = audio_seconds.or(r.audio_seconds);
+                        r.transcript = transcript;
+                        r.error = error;
+                        true
+                    })
+                }
+            })
+            .await;
+        let id_owned = id.to_string();
+        let _ = self.db(move |s| s.delete_audio(&id_owned)).await;
+        match written {
+            Ok(Some(rec)) if rec.status == status => {
+                tracing::info!(job_id = %id, request_id = %rec.request.request_id, status = status.as_str(), "job finished");
+                self.notify(&rec);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(job_id = %id, error = %e, "cannot record the job's result"),
+        }
+    }
+
+    fn notify(&self, rec: &JobRecord) {
+        if let Some(url) = &rec.request.callback_url {
+            let body = jobs::public_json(rec).to_string().into_bytes();
+            self.webhooks.spawn_deliver(url.clone(), rec.id.clone(), body);
+        }
+    }
+
+    async fn purge_expired(self: Arc<Self>) {
+        let ttl_ms = (self.config.jobs.result_ttl_s as i64).saturating_mul(1000);
+        loop {
+            tokio::time::sleep(PURGE_EVERY).await;
+            match self.db(move |s| s.purge_expired(ttl_ms)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "removed expired jobs"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove expired jobs"),
+            }
+        }
+    }
+}
+
+/// A pool reply as the dispatcher's outcome.
+pub(crate) fn outcome(reply: Result<Reply, oneshot::error::RecvError>) -> Result<Outcome, DispatchError> {
+    match reply {
+        Err(_) => Err(DispatchError::ShuttingDown),
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(done)) => Ok(Outcome {
+            transcript: done.transcript,
+            queue_wait_s: done.queue_wait_s,
+            inference_s: done.inference_s,
+        }),
+    }
+}
+
+#[async_trait]
+impl Dispatcher for LocalDispatcher {
+    async fn transcribe(&self, work: Work) -> Result<Outcome, DispatchError> {
+        let secs = work.timeout.as_secs();
+        match tokio::time::timeout(work.timeout, self.run(work.audio, work.options, std::future::pending())).await {
+            Err(_) => Err(DispatchError::Timeout(secs)),
+            Ok(Ok(Some(o))) => Ok(o),
+            Ok(Ok(None)) => Err(DispatchError::ShuttingDown),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    async fn store_audio(&self, id: &str, mut audio: ByteStream<'_>, limit_bytes: u64) -> Result<u64, DispatchError> {
+        let path = self.store.audio_path(id)?;
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| DispatchError::Engine(format!("cannot store the upload: {e}")))?;
+        let mut size = 0u64;
+        let written: Result<u64, DispatchError> = async {
+            while let Some(chunk) = audio.next().await {
+                let chunk = chunk.map_err(|e| DispatchError::Upload(e.to_string()))?;
+                size += chunk.len() as u64;
+                if size > limit_bytes {
+                    return Err(DispatchError::UploadTooLarge { limit_mb: limit_bytes / (1024 * 1024) });
+                }
+                file.write_all(&chunk).await.map_err(|e| DispatchError::Engine(format!("cannot store the upload: {e}")))?;
+            }
+            file.sync_data().await.map_err(|e| DispatchError::Engine(format!("cannot store the upload: {e}")))?;
+            Ok(size)
+        }
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        written
+    }
+
+    async fn discard_audio(&self, id: &str) {
+        let id = id.to_string();
+        let _ = self.db(move |s| s.delete_audio(&id)).await;
+    }
+
+    async fn enqueue(&self, job: JobRecord) -> Result<JobRecord, DispatchError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(DispatchError::ShuttingDown);
+        }
+        let max = self.config.jobs.max_queued;
+        let queued = self.db(|s| s.count_queued()).await?;
+        if queued >= max {
+            return Err(DispatchError::QueueFull { retry_after_s: 30 });
+        }
+        let rec = job.clone();
+        self.db(move |s| s.insert(&rec)).await?;
+        let _ = self.runnable.send(job.id.clone());
+        Ok(job)
+    }
+
+    async fn job(&self, id: &str) -> Result<JobRecord, DispatchError> {
+        let id = id.to_string();
+        let key = id.clone();
+        self.db(move |s| s.get(&key)).await?.ok_or(DispatchError::NotFound(id))
+    }
+
+    async fn cancel(&self, id: &str) -> Result<JobRecord, DispatchError> {
+        let key = id.to_string();
+        let changed = self
+            .db(move |s| {
+                s.update_if(&key, |r| {
+                    if r.status.is_final() {
+                        return false;
+                    }
+                    r.status = JobStatus::Cancelled;
+                    true
+                })
+            })
+            .await?;
+        let rec = changed.ok_or_else(|| DispatchError::NotFound(id.to_string()))?;
+        if rec.status != JobStatus::Cancelled {
+            return Err(DispatchError::AlreadyFinal { id: id.to_string(), status: rec.status });
+        }
+        if let Some(tx) = self.cancels.lock().ok().and_then(|mut c| c.remove(id)) {
+            let _ = tx.send(());
+        }
+        self.discard_audio(id).await;
+        tracing::info!(job_id = %id, "job cancelled");
+        Ok(rec)
+    }
+
+    async fn jobs(&self, limit: usize, after: Option<String>) -> Result<JobPage, DispatchError> {
+        let mut jobs = self.db(move |s| s.list(limit + 1, after.as_deref())).await?;
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.id.clone())
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next })
+    }
+
+    async fn health(&self) -> Health {
+        let mut details = serde_json::Map::new();
+        let (ready, status) = match self.ready_pool() {
+            Ok(pool) => {
+                details.insert("queue".into(), pool.queued().into());
+                details.insert("running".into(), pool.running().into());
+                (true, "healthy")
+            }
+            Err(DispatchError::Loading) => (false, "loading"),
+            Err(e) => {
+                details.insert("error".into(), e.to_string().into());
+                (false, "error")
+            }
+        };
+        Health { ready, status, details }
+    }
+
+    fn model_names(&self) -> Vec<String> {
+        let mut names = vec![self.config.model.size.clone()];
+        if let Some(n) = self.pool.get().and_then(|p| p.engine().model_path().file_name().map(|n| n.to_string_lossy().into_owned())) {
+            names.push(n);
+        }
+        names
+    }
+
+    fn pool(&self) -> Option<Arc<Pool>> {
+        self.pool.get().cloned()
+    }
+
+    async fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let Some(pool) = self.pool.get().cloned() else { return };
+        let started = Instant::now();
+        let drained = tokio::task::spawn_blocking(move || pool.shutdown());
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(waited_s = started.elapsed().as_secs(), "work still running at the shutdown timeout; exiting");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The seam between the routes and whatever runs the work. Routes talk to a
+//! [`Dispatcher`] and never know which mode they run in:
+//! - [`local::LocalDispatcher`] (`serve`): decodes in-process, feeds the
+//!   engine [`pool::Pool`], keeps async jobs in an embedded database;
+//! - `cluster::gateway::NatsDispatcher` (`gateway`): puts the audio in a
+//!   JetStream object store and the job on a work-queue stream, and waits
+//!   for the result in a key-value bucket.
+//!
+//! The dispatcher speaks [`DispatchError`], which `error.rs` maps to HTTP.
+
+pub mod local;
+pub mod pool;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::audio::AudioError;
+use crate::engine::{DecodeOptions, EngineError, Transcript};
+use crate::jobs::{JobError, JobRecord, JobStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("server overloaded: the queue is full, retry later")]
+    QueueFull { retry_after_s: u64 },
+    #[error("service unavailable: {reason}")]
+    Unavailable { reason: String, retry_after_s: u64 },
+    #[error("the model is still loading")]
+    Loading,
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error("transcription timed out after {0} s")]
+    Timeout(u64),
+    /// The audio could not be used (decoded here).
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// The request was refused where it ran (a cluster worker), with one
+    /// of the HTTP error codes (`invalid_audio`, `audio_too_long`, ...).
+    #[error("{}", .0.message)]
+    Rejected(JobError),
+    #[error("{0}")]
+    BadOption(String),
+    #[error("upload larger than the limit of {limit_mb} MB")]
+    UploadTooLarge { limit_mb: u64 },
+    #[error("transcription failed: {0}")]
+    Engine(String),
+    #[error("job `{0}` not found")]
+    NotFound(String),
+    #[error("job `{id}` is already {}", .status.as_str())]
+    AlreadyFinal { id: String, status: JobStatus },
+    #[error("cannot read the upload: {0}")]
+    Upload(String),
+}
+
+impl From<EngineError> for DispatchError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::BadOption(m) => DispatchError::BadOption(m),
+            other => DispatchError::Engine(other.to_string()),
+        }
+    }
+}
+
+impl DispatchError {
+    /// Whether the request itself is at fault (trying again cannot help).
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            DispatchError::Audio(_) | DispatchError::Rejected(_) | DispatchError::BadOption(_) | DispatchError::UploadTooLarge { .. }
+        )
+    }
+
+    /// The error as a job stores it; `code` uses the HTTP error codes.
+    pub fn to_job_error(&self) -> JobError {
+        let code = match self {
+            DispatchError::Audio(AudioError::Empty) => "empty_file",
+            DispatchError::Audio(AudioError::TooLong { .. }) => "audio_too_long",
+            DispatchError::Audio(_) => "invalid_audio",
+            DispatchError::Rejected(e) => return e.clone(),
+            DispatchError::BadOption(_) => "invalid_param",
+            DispatchError::UploadTooLarge { .. } => "upload_too_large",
+            DispatchError::Timeout(_) => "timeout",
+            DispatchError::QueueFull { .. } => "queue_full",
+            DispatchError::Unavailable { .. } => "unavailable",
+            DispatchError::Loading => "loading",
+            DispatchError::ShuttingDown => "shutting_down",
+            DispatchError::NotFound(_) => "not_found",
+            DispatchError::AlreadyFinal { .. } => "conflict",
+            DispatchError::Upload(_) => "bad_multipart",
+            DispatchError::Engine(_) => "engine_error",
+        };
+        JobError { code: code.into(), message: self.to_string() }
+    }
+}
+
+/// One synchronous transcription.
+pub struct Work {
+    /// The upload as sent (any supported container).
+    pub audio: Bytes,
+    pub options: DecodeOptions,
+    pub request_id: String,
+    /// How long the caller waits for the answer.
+    pub timeout: Duration,
+}
+
+/// A finished transcription and where its time went.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub transcript: Transcript,
+    /// Seconds waiting before a replica took it.
+    pub queue_wait_s: f64,
+    /// Seconds of decoding and inference.
+    pub inference_s: f64,
+}
+
+/// The upload of an async job, streamed (never whole in memory).
+pub type ByteStream<'a> = BoxStream<'a, Result<Bytes, std::io::Error>>;
+
+/// What `/health` reports.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub ready: bool,
+    /// `healthy`, `loading`, `error`, `unavailable`.
+    pub status: &'static str,
+    /// Mode-specific details (workers, pending jobs, dead letters, error).
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A page of `GET /v1/jobs`.
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    /// Pass as `after` for the next page; None on the last.
+    pub next: Option<String>,
+}
+
+#[async_trait]
+pub trait Dispatcher: Send + Sync + 'static {
+    /// Transcribes one upload and waits for it, up to `work.timeout`.
+    async fn transcribe(&self, work: Work) -> Result<Outcome, DispatchError>;
+
+    /// Stores the audio of job `id`, up to `limit_bytes`; returns its size.
+    async fn store_audio(&self, id: &str, audio: ByteStream<'_>, limit_bytes: u64) -> Result<u64, DispatchError>;
+    /// Drops stored audio of a job that will not be queued (bad options).
+    async fn discard_audio(&self, id: &str);
+    /// Queues a job whose audio is stored.
+    async fn enqueue(&self, job: JobRecord) -> Result<JobRecord, DispatchError>;
+    async fn job(&self, id: &str) -> Result<JobRecord, DispatchError>;
+    /// Cancels a queued or running job.
+    async fn cancel(&self, id: &str) -> Result<JobRecord, DispatchError>;
+    /// Recent jobs, newest first; `after` is the last id of the previous page.
+    async fn jobs(&self, limit: usize, after: Option<String>) -> Result<JobPage, DispatchError>;
+
+    async fn health(&self) -> Health;
+    /// Names the `model` field may take besides `whisper-1`.
+    fn model_names(&self) -> Vec<String>;
+    /// The in-process engine pool, when this process has one (for metrics).
+    fn pool(&self) -> Option<std::sync::Arc<pool::Pool>>;
+    /// Stops taking work and finishes what is in flight, up to `grace`.
+    async fn shutdown(&self, grace: Duration);
+}

@@ -1,0 +1,156 @@
+//! Asynchronous jobs: what a job is, as stored and as shown by
+//! `/v1/jobs`. One machine keeps them in an embedded database
+//! ([`store::JobStore`], under `jobs.dir`); a cluster keeps the same
+//! records as JSON in a JetStream key-value bucket. On completion a webhook
+//! ([`webhook`]) tells the job's `callback_url`.
+
+pub mod store;
+pub mod webhook;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{DecodeOptions, Transcript};
+use crate::formats::{Granularities, ResponseFormat};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Completed, failed and cancelled jobs never change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+    }
+}
+
+/// Why a job failed: a machine-readable code (the same codes as the HTTP
+/// errors: `invalid_audio`, `audio_too_long`, `engine_error`, ...) and a
+/// message for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+/// What the client asked for: everything needed to run the job and render
+/// its answer later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRequest {
+    pub decode: DecodeOptions,
+    pub response_format: ResponseFormat,
+    pub granularities: Granularities,
+    /// The `model` field as given (`whisper-1`, `tiny.en`, ...).
+    pub model: String,
+    pub callback_url: Option<String>,
+    pub filename: Option<String>,
+    /// The `X-Request-Id` of the submitting request.
+    pub request_id: String,
+}
+
+/// A job as stored. `transcript` is kept whole; the API renders it in the
+/// request's `response_format` when asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// A UUIDv7: ordered by creation time.
+    pub id: String,
+    pub status: JobStatus,
+    /// Unix time, milliseconds.
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub request: JobRequest,
+    pub audio_seconds: Option<f64>,
+    pub transcript: Option<Transcript>,
+    pub error: Option<JobError>,
+    /// Times a worker started it (redeliveries included).
+    pub attempts: u32,
+    /// The worker (or `local`) that ran it last.
+    pub worker: Option<String>,
+    /// Seconds it waited for a replica, and then took, on its last run.
+    #[serde(default)]
+    pub queue_wait_s: Option<f64>,
+    #[serde(default)]
+    pub inference_s: Option<f64>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new job id: UUIDv7, so ids sort by creation time.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl JobRecord {
+    pub fn new(id: String, request: JobRequest) -> Self {
+        let now = now_ms();
+        Self {
+            id,
+            status: JobStatus::Queued,
+            created_at_ms: now,
+            updated_at_ms: now,
+            request,
+            audio_seconds: None,
+            transcript: None,
+            error: None,
+            attempts: 0,
+            worker: None,
+            queue_wait_s: None,
+            inference_s: None,
+        }
+    }
+}
+
+/// A job as `/v1/jobs` and webhooks show it: `{id, object, status, model,
+/// result, error, created_at, updated_at, audio_seconds}`. `result` is the
+/// body the job's `response_format` would have answered (a JSON object for
+/// `json`/`verbose_json`, a string for `text`/`srt`/`vtt`); times are Unix
+/// seconds.
+pub fn public_json(rec: &JobRecord) -> serde_json::Value {
+    let result = rec.transcript.as_ref().map(|t| {
+        let format = rec.request.response_format;
+        let task = match rec.request.decode.task {
+            crate::engine::Task::Transcribe => "transcribe",
+            crate::engine::Task::Translate => "translate",
+        };
+        let body = crate::formats::render(t, format, task, rec.request.granularities);
+        match format {
+            ResponseFormat::Json | ResponseFormat::VerboseJson => {
+                serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))
+            }
+            _ => serde_json::Value::String(body),
+        }
+    });
+    serde_json::json!({
+        "id": rec.id,
+        "object": "transcription.job",
+        "status": rec.status.as_str(),
+        "model": rec.request.model,
+        "response_format": rec.request.response_format.as_str(),
+        "result": result,
+        "error": rec.error.as_ref().map(|e| serde_json::json!({"code": e.code, "message": e.message})),
+        "created_at": rec.created_at_ms / 1000,
+        "updated_at": rec.updated_at_ms / 1000,
+        "audio_seconds": rec.audio_seconds,
+    })
+}
