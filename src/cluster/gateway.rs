@@ -166,8 +166,9 @@ fn into_outcome(rec: JobRecord) -> Result<Outcome, DispatchError> {
 }
 
 async fn setup_when_connected(client: async_nats::Client, config: Arc<Config>, slot: Arc<OnceLock<Bus>>) {
-    let mut logged = false;
+    let mut tries = 0u32;
     loop {
+        tries += 1;
         if client.connection_state() == async_nats::connection::State::Connected {
             match Bus::setup(client.clone(), &config).await {
                 Ok(bus) => {
@@ -177,9 +178,8 @@ async fn setup_when_connected(client: async_nats::Client, config: Arc<Config>, s
                 }
                 Err(e) => tracing::warn!(error = %e, "job queue set-up failed; retrying"),
             }
-        } else if !logged {
+        } else if tries == 4 {
             tracing::warn!(url = %config.cluster.nats_url, "waiting for NATS");
-            logged = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

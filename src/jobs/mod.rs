@@ -152,5 +152,6 @@ pub fn public_json(rec: &JobRecord) -> serde_json::Value {
         "created_at": rec.created_at_ms / 1000,
         "updated_at": rec.updated_at_ms / 1000,
         "audio_seconds": rec.audio_seconds,
+        "attempts": rec.attempts,
     })
 }

@@ -2,6 +2,8 @@
 //! with the real model, and reads the real speech in ../shared/speech.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,6 +47,11 @@ pub fn test_config(overrides: Value) -> Value {
     c
 }
 
+/// Lays `over` on `base`, object key by key.
+pub fn merge_json(base: &mut Value, over: Value) {
+    merge(base, over)
+}
+
 fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
@@ -70,11 +77,22 @@ impl Server {
 
     /// Starts with extra environment variables (e.g. config overrides).
     pub fn start_env(config: Value, env: &[(&str, &str)]) -> Server {
+        Self::start_role("serve", config, env, true)
+    }
+
+    /// Starts `whisper-serve <role>` (serve, gateway, worker); waits for
+    /// `/health` to say 200 when `wait` is set.
+    pub fn start_role(role: &str, config: Value, env: &[(&str, &str)], wait: bool) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("config.json");
+        let mut config = config;
+        // Async jobs of a test stay in its own temp dir unless it says otherwise.
+        if config.pointer("/jobs/dir").is_none() {
+            merge(&mut config, json!({"jobs": {"dir": dir.path().join("jobs")}}));
+        }
         std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write config");
         let mut child = Command::new(bin())
-            .args(["serve", "--config"])
+            .args([role, "--config"])
             .arg(&path)
             .env("WHISPER_SERVE_EXIT_ON_STDIN_EOF", "1")
             .envs(env.iter().copied())
@@ -97,8 +115,32 @@ impl Server {
         std::thread::spawn(move || for _ in lines {});
         let url = url.expect("the server printed no listening address");
         let server = Server { child, url, _dir: dir };
-        server.wait_healthy(Duration::from_secs(120));
+        if wait {
+            server.wait_healthy(Duration::from_secs(120));
+        }
         server
+    }
+
+    /// Sends a signal (`-9`, `-TERM`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().expect("kill").success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// GETs a JSON route of this process.
+    pub fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = client().get(format!("{}{path}", self.url)).send().expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// A counter or gauge from this process's /metrics.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = client().get(format!("{}/metrics", self.url)).send().expect("metrics").text().expect("text");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
     }
 
     pub fn wait_healthy(&self, limit: Duration) {
