@@ -1,10 +1,12 @@
 //! The deployment files (deploy/kubernetes/, docker-compose.yml, Dockerfile,
 //! Dockerfile.cuda) checked against the binary: its config (the ConfigMap's
 //! config.json must load with `Config::from_sources`, with each container's
-//! `WHISPER_SERVE__*` variables over it), its ports, health paths and
-//! subcommands, and the JetStream names the workers use. No network, no
-//! Docker, no cluster: the files are parsed (multi-document YAML) and the
-//! Kubernetes objects deserialised into `k8s-openapi` types.
+//! `WHISPER_SERVE__*` variables over it), its ports and health paths, its
+//! command line (each container's and service's command is parsed by the
+//! binary's own clap parser), and the JetStream names the workers use. No
+//! network, no Docker, no cluster: the files are parsed (multi-document
+//! YAML) and the Kubernetes objects deserialised into `k8s-openapi` types,
+//! fields the types do not know reported.
 //!
 //! The checks collect problems instead of panicking at the first, so the
 //! tests at the end can break a file on purpose and see the problem found.
