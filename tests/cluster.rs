@@ -298,3 +298,87 @@ fn cluster_status_prints_the_workers() {
     assert!(text.contains("worker-"), "{text}");
     assert!(text.contains("dead letters: 0"), "{text}");
 }
+
+#[test]
+fn queued_jobs_survive_a_gateway_restart_and_sigterm_drains_a_worker() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (long, _) = concat_corpus(dir.path(), 30.0);
+    let config = cluster_config(&nats, json!({}));
+    // Jobs queued with no worker; the gateway is killed outright.
+    let gw = gateway(config.clone());
+    let queued: Vec<String> = (0..2)
+        .map(|_| {
+            let (s, job) = wait_for("the gateway to take a job", Duration::from_secs(30), || {
+                let r = submit_job(&gw.url, &long, &[]);
+                (r.0 != 503 && r.0 != 0).then_some(r)
+            });
+            assert_eq!(s, 202, "{job}");
+            job["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    gw.signal("-9");
+    drop(gw);
+    let gw = gateway(config.clone());
+    let mut a = worker(config.clone());
+    wait_ready(&gw, Duration::from_secs(60));
+    // SIGTERM while both run: the worker finishes them, then exits 0.
+    wait_for("the worker to run both jobs", Duration::from_secs(30), || (a.metric("whisper_serve_running") >= 2.0).then_some(()));
+    a.signal("-TERM");
+    let status = a.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "worker exit {status:?}");
+    for id in &queued {
+        let job = poll_job(&gw.url, id, &["completed", "failed"], Duration::from_secs(10));
+        assert_eq!(job["status"], "completed", "{job}");
+        assert_eq!(job["attempts"], 1, "finished by the worker that was stopping: {job}");
+    }
+    // A worker that cannot finish within shutdown_timeout_s hands its job back.
+    let dir2 = tempfile::tempdir().unwrap();
+    let (longer, _) = concat_corpus(dir2.path(), 240.0);
+    let mut b = worker(merged(&config, json!({"server": {"shutdown_timeout_s": 1}})));
+    let (_, job) = submit_job(&gw.url, &longer, &[]);
+    let id = job["id"].as_str().unwrap().to_string();
+    poll_job(&gw.url, &id, &["running"], Duration::from_secs(30));
+    b.signal("-TERM");
+    assert!(b.wait_exit(Duration::from_secs(20)).success());
+    let _c = worker(config);
+    let job = poll_job(&gw.url, &id, &["completed", "failed"], Duration::from_secs(120));
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+}
+
+fn merged(base: &Value, over: Value) -> Value {
+    let mut c = base.clone();
+    common::merge_json(&mut c, over);
+    c
+}
+
+#[test]
+fn existing_streams_with_other_settings_are_reported_not_changed() {
+    let nats = Nats::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "WHISPER_JOBS".into(),
+            subjects: vec!["whisper.jobs.>".into()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::Limits,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let config = cluster_config(&nats, json!({"logging": {"level": "INFO"}}));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let out = std::process::Command::new(common::bin()).args(["cluster", "status", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(log.contains("exists with other settings") && log.contains("WHISPER_JOBS"), "{log}");
+    let retention = rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.get_stream("WHISPER_JOBS").await.unwrap().cached_info().config.retention
+    });
+    assert_eq!(retention, async_nats::jetstream::stream::RetentionPolicy::Limits, "left as it was");
+}
