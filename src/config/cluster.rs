@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{bad, ConfigError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,9 +119,6 @@ fn is_name(s: &str) -> bool {
 
 impl ClusterConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, value: &dyn std::fmt::Display, expected: &str| {
-            Err(ConfigError::invalid(key, format!("invalid value {value} (expected {expected})")))
-        };
         if self.nats_url.trim().is_empty() {
             return bad("cluster.nats_url", &"\"\"", "a NATS URL such as nats://127.0.0.1:4222");
         }
@@ -177,9 +174,6 @@ impl ClusterConfig {
 
 impl JobsConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, value: &dyn std::fmt::Display, expected: &str| {
-            Err(ConfigError::invalid(key, format!("invalid value {value} (expected {expected})")))
-        };
         if self.dir.as_os_str().is_empty() {
             return bad("jobs.dir", &"\"\"", "a folder");
         }

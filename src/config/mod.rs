@@ -343,6 +343,11 @@ fn merge(base: &mut Value, over: Value, path: &str, origin: &str, origins: &mut 
     }
 }
 
+/// A value out of range: `key: invalid value V (expected E)`.
+fn bad(key: &str, value: &dyn std::fmt::Display, expected: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::invalid(key, format!("invalid value {value} (expected {expected})")))
+}
+
 fn one_of(list: &[&str]) -> String {
     list.join(", ")
 }
@@ -570,9 +575,6 @@ impl Config {
     /// Checks every value's range. The first problem found is returned,
     /// naming its key path (`server.port: invalid value ...`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, value: &dyn std::fmt::Display, expected: &str| {
-            Err(ConfigError::invalid(key, format!("invalid value {value} (expected {expected})")))
-        };
         let quoted = |s: &str| format!("{s:?}");
 
         // server
