@@ -142,7 +142,7 @@ async fn bind(host: String, port: u16) -> anyhow::Result<tokio::net::TcpListener
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
-    let _log = crate::logging::init(&config.logging)?;
+    let _log = crate::telemetry::logging::init(&config.logging)?;
     match command {
         Command::Serve { host, port } => {
             let listener = bind(host.unwrap_or(config.server.host.clone()), port.unwrap_or(config.server.port)).await?;

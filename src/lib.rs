@@ -9,12 +9,12 @@ pub mod error;
 pub mod formats;
 pub mod jobs;
 pub mod loadtest;
-pub mod logging;
 pub mod models;
 pub mod options;
 pub mod pypi_index;
 pub mod dispatch;
 pub mod server;
+pub mod telemetry;
 pub mod vad;
 
 #[cfg(feature = "wheel")]

@@ -104,7 +104,7 @@ pub struct LoggingConfig {
     /// DEBUG, INFO, WARNING, ERROR, CRITICAL (Python's names; case-insensitive).
     pub level: String,
     /// Python `logging` format string, or `json` for JSON lines; see
-    /// `docs/configuration.md` and [`crate::logging`] for how it maps.
+    /// `docs/configuration.md` and [`crate::telemetry::logging`] for how it maps.
     pub format: String,
     /// Log file, written in addition to the console; empty/null = none.
     pub file: Option<PathBuf>,
