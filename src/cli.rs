@@ -142,6 +142,8 @@ async fn bind(host: String, port: u16) -> anyhow::Result<tokio::net::TcpListener
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    // Before logging: the subscriber takes its trace layer from it.
+    let _traces = crate::telemetry::traces::init(&config.telemetry)?;
     let _log = crate::telemetry::logging::init(&config.logging)?;
     match command {
         Command::Serve { host, port } => {

@@ -47,6 +47,20 @@ pub enum ApiError {
     JobNotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("missing or invalid API key (send `Authorization: Bearer <key>` or `X-API-Key: <key>`)")]
+    Unauthorized,
+    #[error("rate limit exceeded; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("daily audio quota used up; retry in {retry_after_s} s")]
+    QuotaExceeded { retry_after_s: u64 },
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A rejection by the HTTP framework itself (no route, wrong method,
+    /// unreadable body), with its status and text.
+    #[error("{message}")]
+    Http { status: u16, message: String },
 }
 
 impl ApiError {
@@ -57,6 +71,11 @@ impl ApiError {
             | InvalidAudio(_) | InvalidParam { .. } => StatusCode::BAD_REQUEST,
             UnknownModel(_) | JobNotFound(_) => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            RateLimited { .. } | QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Http { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UploadTooLarge { .. } | AudioTooLong { .. } | AudioTooLongRemote(_) => StatusCode::PAYLOAD_TOO_LARGE,
             QueueFull { .. } | Loading | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,7 +102,10 @@ impl ApiError {
     /// Seconds a client should wait before retrying, where that makes sense.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::QueueFull { retry_after_s } | ApiError::Unavailable { retry_after_s, .. } => Some(*retry_after_s),
+            ApiError::QueueFull { retry_after_s }
+            | ApiError::Unavailable { retry_after_s, .. }
+            | ApiError::RateLimited { retry_after_s }
+            | ApiError::QuotaExceeded { retry_after_s } => Some(*retry_after_s),
             ApiError::Loading | ApiError::ShuttingDown => Some(5),
             _ => None,
         }
@@ -110,6 +132,16 @@ impl ApiError {
             Unavailable { .. } => "unavailable",
             JobNotFound(_) => "job_not_found",
             Conflict(_) => "conflict",
+            Unauthorized => "invalid_api_key",
+            RateLimited { .. } => "rate_limit_exceeded",
+            QuotaExceeded { .. } => "quota_exceeded",
+            BodyTimeout(_) => "request_timeout",
+            Internal(_) => "internal_error",
+            Http { status: 404, .. } => "not_found",
+            Http { status: 405, .. } => "method_not_allowed",
+            Http { status: 413, .. } => "upload_too_large",
+            Http { status: 415, .. } => "unsupported_media_type",
+            Http { .. } => "bad_request",
         }
     }
 }
@@ -210,7 +242,12 @@ impl From<ApiError> for OpenAiError {
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let kind = if e.status().is_client_error() { "invalid_request_error" } else { "server_error" };
+        let kind = match e.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            s if s.is_client_error() => "invalid_request_error",
+            _ => "server_error",
+        };
         let body = serde_json::json!({"error": {
             "message": e.to_string(), "type": kind, "param": e.param(), "code": e.code(),
         }});
@@ -230,5 +267,79 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::to_value(body).unwrap_or_default();
         self.respond(body)
+    }
+}
+
+/// Which error shape a path answers in: OpenAI's under `/v1/`, the
+/// original service's elsewhere.
+pub fn is_openai_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+/// `err` in the error shape of the route family `path` belongs to.
+pub fn render_for_path(path: &str, err: ApiError) -> Response {
+    if is_openai_path(path) {
+        OpenAiError(err).into_response()
+    } else {
+        err.into_response()
+    }
+}
+
+/// Most of a framework error body kept as the message.
+const MAX_MESSAGE: usize = 1024;
+
+/// Every answer in the route's error shape: the framework's own
+/// rejections (no route, wrong method, a body that is not multipart, an
+/// unreadable query) come as plain text or empty; this rewrites any error
+/// that is not JSON into the family's JSON, keeping status and headers
+/// (`Allow` on 405).
+pub async fn shape_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_MESSAGE)]).trim().to_string();
+    let message = match (status, text.is_empty()) {
+        (StatusCode::NOT_FOUND, true) => format!("no route for {method} {path}"),
+        (StatusCode::METHOD_NOT_ALLOWED, true) => format!("method {method} is not allowed on {path}"),
+        (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+        (_, false) => text,
+    };
+    let mut shaped = render_for_path(&path, ApiError::Http { status: status.as_u16(), message });
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            shaped.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    shaped
+}
+
+/// A panic while serving a request becomes a 500 in the route's shape,
+/// logged with the request id; the server carries on.
+pub async fn catch_panics(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use futures::FutureExt;
+    let path = req.uri().path().to_string();
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(request_id = %request_id, route = %path, panic = %what, "a handler panicked");
+            render_for_path(&path, ApiError::Internal("the request failed unexpectedly".into()))
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod loadtest;
 pub mod models;
 pub mod options;
 pub mod pypi_index;
+pub mod security;
 pub mod dispatch;
 pub mod server;
 pub mod telemetry;

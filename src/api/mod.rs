@@ -42,8 +42,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .merge(probes())
+        .merge(test_faults())
+        // Unknown routes: answered in the route family's JSON by error::shape_errors.
+        .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// With `WHISPER_SERVE_TEST_FAULTS=1` only: `/__test/panic` panics inside
+/// its handler, so tests can check that a panic is answered 500 and the
+/// server stays up.
+fn test_faults() -> Router<Arc<AppState>> {
+    if std::env::var("WHISPER_SERVE_TEST_FAULTS").as_deref() == Ok("1") {
+        Router::new().route("/__test/panic", get(|| async {
+            if std::env::var("WHISPER_SERVE_TEST_FAULTS").is_ok() {
+                panic!("test fault: a handler panicked");
+            }
+            StatusCode::OK
+        }))
+    } else {
+        Router::new()
+    }
 }
 
 /// `/health`, `/health/live` and `/metrics`: all a cluster worker serves.
@@ -71,26 +90,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 /// The metrics of a process, with its engine pool when it has one.
 pub fn render_metrics(ready: bool, pool: Option<&crate::dispatch::pool::Pool>) -> Response {
-    use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
-    };
-    metric("whisper_serve_ready", "gauge", "1 once this process can serve", u8::from(ready).to_string());
-    if let Some(d) = pool {
-        let s = d.stats();
-        metric("whisper_serve_queue_length", "gauge", "Jobs waiting for a replica", d.queued().to_string());
-        metric("whisper_serve_running", "gauge", "Transcriptions in progress", d.running().to_string());
-        metric("whisper_serve_batch_steps_total", "counter", "Batched decoding steps", s.steps.load(Relaxed).to_string());
-        metric("whisper_serve_batch_windows_total", "counter", "30 s windows decoded", s.windows.load(Relaxed).to_string());
-        metric("whisper_serve_batch_size_max", "gauge", "Largest batch decoded so far", s.max_batch.load(Relaxed).to_string());
-        metric("whisper_serve_jobs_done_total", "counter", "Transcriptions completed", s.jobs_done.load(Relaxed).to_string());
-        metric("whisper_serve_jobs_failed_total", "counter", "Transcriptions failed", s.jobs_failed.load(Relaxed).to_string());
-        let audio_s = s.audio_ms.load(Relaxed) as f64 / 1000.0;
-        metric("whisper_serve_audio_seconds_total", "counter", "Seconds of audio transcribed", audio_s.to_string());
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let text = crate::telemetry::metrics::render(ready, pool);
+    ([(header::CONTENT_TYPE, crate::telemetry::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// An uploaded file and the form's other fields.
@@ -112,8 +113,14 @@ pub(crate) fn multipart_error(limit_mb: u64) -> impl Fn(axum::extract::multipart
     }
 }
 
-/// Reads a multipart form, taking the file from `file_field`.
-pub async fn read_upload(mut form: Multipart, file_field: &'static str, limit_mb: u64) -> Result<Upload, ApiError> {
+/// Reads a multipart form, taking the file from `file_field` (in an
+/// `upload` span).
+pub async fn read_upload(form: Multipart, file_field: &'static str, limit_mb: u64) -> Result<Upload, ApiError> {
+    use tracing::Instrument;
+    read_form(form, file_field, limit_mb).instrument(tracing::info_span!("upload")).await
+}
+
+async fn read_form(mut form: Multipart, file_field: &'static str, limit_mb: u64) -> Result<Upload, ApiError> {
     let mut file = None;
     let mut fields = Vec::new();
     let too_large = multipart_error(limit_mb);
@@ -169,6 +176,18 @@ pub async fn run_transcription(
         timeout: Duration::from_secs(limits.request_timeout_s),
     };
     Ok(state.dispatcher.transcribe(work).await?)
+}
+
+/// Tells the access line (and the audio quota) what a transcription did.
+pub(crate) fn with_access(mut resp: Response, outcome: &Outcome, upload_bytes: usize) -> Response {
+    resp.extensions_mut().insert(crate::telemetry::access::AccessInfo {
+        audio_seconds: Some(outcome.transcript.duration),
+        queue_wait_s: Some(outcome.queue_wait_s),
+        inference_s: Some(outcome.inference_s),
+        upload_bytes: Some(upload_bytes as u64),
+        text: Some(outcome.transcript.text.clone()),
+    });
+    resp
 }
 
 /// The request id the request-id layer gave this request.

@@ -18,6 +18,7 @@ use crate::options::{self, RequestOptions};
 use crate::server::AppState;
 
 pub(crate) fn formatted(t: &Transcript, format: ResponseFormat, task: Task, g: formats::Granularities) -> Response {
+    let _span = tracing::info_span!("response", format = format.as_str()).entered();
     let task = match task {
         Task::Transcribe => "transcribe",
         Task::Translate => "translate",
@@ -52,8 +53,9 @@ async fn route(state: Arc<AppState>, headers: HeaderMap, form: Multipart, task: 
     check_model(&state, &opts)?;
     let format = opts.response_format.unwrap_or(ResponseFormat::Json);
     let task = opts.decode.task;
+    let size = upload.bytes.len();
     let outcome = run_transcription(&state, upload, opts.decode, request_id(&headers)).await?;
-    Ok(formatted(&outcome.transcript, format, task, opts.granularities))
+    Ok(super::with_access(formatted(&outcome.transcript, format, task, opts.granularities), &outcome, size))
 }
 
 pub(super) async fn transcriptions(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Result<Response, OpenAiError> {

@@ -24,18 +24,20 @@ pub(super) async fn transcribe(
     let upload = read_upload(form, "audio_file", state.config.limits.max_upload_mb).await?;
     let opts = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, None)?;
     let task = opts.decode.task;
+    let size = upload.bytes.len();
     let outcome = run_transcription(&state, upload, opts.decode, request_id(&headers)).await?;
-    let transcript = outcome.transcript;
-    Ok(match opts.response_format {
-        Some(format) => super::openai::formatted(&transcript, format, task, opts.granularities),
+    let transcript = &outcome.transcript;
+    let resp = match opts.response_format {
+        Some(format) => super::openai::formatted(transcript, format, task, opts.granularities),
         None => Json(TranscribeBody {
             success: true,
             word_count: transcript.text.split_whitespace().count(),
-            text: transcript.text,
+            text: transcript.text.clone(),
             latency: started.elapsed().as_secs_f64(),
             gpu_memory: state.gpu_memory_gb(),
             error: None,
         })
         .into_response(),
-    })
+    };
+    Ok(super::with_access(resp, &outcome, size))
 }

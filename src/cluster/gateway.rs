@@ -91,6 +91,8 @@ impl NatsDispatcher {
         // JetStream drops a second publish of the same id (a retry).
         headers.insert("Nats-Msg-Id", msg.id.as_str());
         headers.insert("X-Request-Id", msg.request.request_id.as_str());
+        // The worker continues this request's trace.
+        crate::telemetry::traces::inject_nats(&mut headers);
         let subject = self.config.cluster.job_subject(&self.config.model.size);
         let ack = tokio::time::timeout(OP_TIMEOUT, async {
             bus.js.publish_with_headers(subject, headers, payload.into()).await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
@@ -427,8 +429,8 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let dispatcher = NatsDispatcher::start(config.clone()).await?;
-    let state = Arc::new(AppState::new(config, dispatcher));
-    crate::server::serve_http(listener, crate::api::router(state.clone()), shutdown).await?;
+    let state = Arc::new(AppState::new(config.clone(), dispatcher));
+    crate::server::serve_api(listener, crate::api::router(state.clone()), &config, shutdown).await?;
     crate::server::drain(&state).await;
     Ok(())
 }

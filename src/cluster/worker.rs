@@ -23,6 +23,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{connect, Bus, ClusterError, JobMessage, WorkerInfo, DEAD_REASON_HEADER};
 use crate::config::Config;
@@ -85,7 +86,8 @@ pub async fn run(
     let stop = CancellationToken::new();
     let http = {
         let stop = stop.clone();
-        tokio::spawn(crate::server::serve_http(listener, app, async move { stop.cancelled().await }))
+        let config = config.clone();
+        tokio::spawn(async move { crate::server::serve_api(listener, app, &config, async move { stop.cancelled().await }).await })
     };
     let result = work(config, probe.clone(), shutdown).await;
     if let Err(e) = &result {
@@ -258,9 +260,16 @@ impl Worker {
             }
         };
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let key = job.key();
         let span = tracing::info_span!("job", job_id = %job.id, request_id = %job.request.request_id, attempt = delivered);
-        let _enter = span.enter();
+        // The job's span continues the gateway's trace (its `traceparent`).
+        crate::telemetry::traces::continue_from_nats(&span, msg.headers.as_ref());
+        // Instrumented, not entered: the span must not stay entered on this
+        // thread while the job's future waits.
+        self.process(msg, job, delivered, hard_stop).instrument(span).await
+    }
+
+    async fn process(&self, msg: jetstream::Message, job: JobMessage, delivered: i64, hard_stop: CancellationToken) {
+        let key = job.key();
 
         // Answered already (a crash between writing and acking), or cancelled.
         let (mut record, mut revision) = match self.bus.jobs.entry(&key).await {
@@ -418,7 +427,8 @@ impl Worker {
             .await
             .map_err(|e| DispatchError::Engine(format!("cannot read the job's audio: {e}")))?;
         let max_s = self.config.limits.max_audio_seconds;
-        let audio = tokio::task::spawn_blocking(move || crate::audio::decode(&bytes, max_s))
+        let decode_span = tracing::info_span!("audio_decode", bytes = bytes.len());
+        let audio = tokio::task::spawn_blocking(move || decode_span.in_scope(|| crate::audio::decode(&bytes, max_s)))
             .await
             .map_err(|e| DispatchError::Engine(format!("decoder task failed: {e}")))??;
         let rx = self.pool.submit(audio, job.request.decode.clone())?;

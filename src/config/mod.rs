@@ -16,10 +16,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod cluster;
+mod security;
+mod telemetry;
 
 use serde::{Deserialize, Serialize};
 
 pub use cluster::{ClusterConfig, JobsConfig, StorageKind};
+pub use security::{check_entry, ApiKeyEntry, AuthConfig, RateLimitConfig};
+pub use telemetry::TelemetryConfig;
 
 use crate::engine::DecodeOptions;
 use serde_json::{Map, Value};
@@ -47,6 +51,12 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Asynchronous jobs (`/v1/jobs`), in both modes.
     pub jobs: JobsConfig,
+    /// API keys.
+    pub auth: AuthConfig,
+    /// Request rates and audio quotas per key.
+    pub rate_limit: RateLimitConfig,
+    /// OpenTelemetry traces (metrics need no settings).
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +72,19 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT: seconds to finish in-flight and queued work
     /// before exiting.
     pub shutdown_timeout_s: u64,
+    /// PEM certificate chain and private key: serve HTTPS (reloaded on SIGHUP).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Origins allowed by CORS (`*` for any); empty = no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Seconds a client has to send a request's headers (and the TLS
+    /// handshake); also how long an idle keep-alive connection stays open.
+    pub header_timeout_s: u64,
+    /// Seconds a client has to send a request's body; 0 = 30 s plus 10 s
+    /// per MB of `limits.max_upload_mb`.
+    pub body_timeout_s: u64,
+    /// Open connections at most; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +131,15 @@ pub struct LoggingConfig {
     pub format: String,
     /// Log file, written in addition to the console; empty/null = none.
     pub file: Option<PathBuf>,
+    /// `"size"` (rotate at `max_bytes`) or `"daily"` (a new file each UTC day).
+    pub rotation: String,
+    /// Size rotation: rotate before the file would reach this many bytes;
+    /// 0 = never by size. Python's `RotatingFileHandler(maxBytes=...)`.
+    pub max_bytes: u64,
+    /// Rotated files kept (`<file>.1` newest … `<file>.N`); 0 = no rotation.
+    pub backup_count: u32,
+    /// Whether transcript text may appear in logs (the access line's `text`).
+    pub log_transcripts: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,7 +185,19 @@ impl Default for BatchingConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { host: "0.0.0.0".into(), port: 8000, dedicated_cpu: false, num_cpus: 0, shutdown_timeout_s: 30 }
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8000,
+            dedicated_cpu: false,
+            num_cpus: 0,
+            shutdown_timeout_s: 30,
+            tls_cert: None,
+            tls_key: None,
+            cors_origins: Vec::new(),
+            header_timeout_s: 10,
+            body_timeout_s: 0,
+            max_connections: 1024,
+        }
     }
 }
 
@@ -191,6 +235,10 @@ impl Default for LoggingConfig {
             level: "INFO".into(),
             format: "%(asctime)s - %(name)s - %(levelname)s - %(message)s".into(),
             file: None,
+            rotation: "size".into(),
+            max_bytes: 10 * 1024 * 1024,
+            backup_count: 5,
+            log_transcripts: false,
         }
     }
 }
@@ -635,6 +683,9 @@ impl Config {
         if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(&self.logging.level)) {
             return bad("logging.level", &quoted(&self.logging.level), &one_of(LOG_LEVELS));
         }
+        if !LoggingConfig::ROTATIONS.iter().any(|r| r.eq_ignore_ascii_case(self.logging.rotation.trim())) {
+            return bad("logging.rotation", &quoted(&self.logging.rotation), &one_of(LoggingConfig::ROTATIONS));
+        }
 
         // limits
         let l = &self.limits;
@@ -663,6 +714,18 @@ impl Config {
         }
         self.cluster.validate()?;
         self.jobs.validate()?;
+        self.telemetry.validate()?;
+        self.auth.validate()?;
+        self.rate_limit.validate()?;
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return bad("server.tls_key", &"(one of tls_cert/tls_key)", "both server.tls_cert and server.tls_key, or neither");
+        }
+        if self.server.header_timeout_s == 0 {
+            return bad("server.header_timeout_s", &0, "a number > 0");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", &0, "a number > 0");
+        }
         if self.server.shutdown_timeout_s > 3600 {
             return bad("server.shutdown_timeout_s", &self.server.shutdown_timeout_s, "0-3600");
         }
@@ -759,7 +822,18 @@ impl Config {
     }
 }
 
+impl ServerConfig {
+    /// How long a request's body may take to arrive.
+    pub fn body_timeout(&self, max_upload_mb: u64) -> std::time::Duration {
+        let s = if self.body_timeout_s > 0 { self.body_timeout_s } else { 30 + 10 * max_upload_mb };
+        std::time::Duration::from_secs(s)
+    }
+}
+
 impl LoggingConfig {
+    /// Values `logging.rotation` accepts (case-insensitive).
+    pub const ROTATIONS: &'static [&'static str] = &["size", "daily"];
+
     /// The log file, treating an empty path as none.
     pub fn file_path(&self) -> Option<&Path> {
         self.file.as_deref().filter(|p| !p.as_os_str().is_empty())

@@ -133,7 +133,8 @@ impl LocalDispatcher {
     ) -> Result<Option<Outcome>, DispatchError> {
         let pool = self.ready_pool()?.clone();
         let max_s = self.config.limits.max_audio_seconds;
-        let audio = tokio::task::spawn_blocking(move || crate::audio::decode(&bytes, max_s))
+        let span = tracing::info_span!("audio_decode", bytes = bytes.len());
+        let audio = tokio::task::spawn_blocking(move || span.in_scope(|| crate::audio::decode(&bytes, max_s)))
             .await
             .map_err(|e| DispatchError::Engine(format!("decoder task failed: {e}")))??;
         let rx = pool.submit(audio, options)?;

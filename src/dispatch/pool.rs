@@ -43,6 +43,11 @@ pub struct Job {
     pub options: DecodeOptions,
     pub reply: oneshot::Sender<Reply>,
     pub enqueued: Instant,
+    /// The submitter's span (a request, a cluster job): the parent of this
+    /// job's spans on the batcher thread.
+    pub span: tracing::Span,
+    /// Open while the job is queued; closed when a batcher takes it.
+    pub queue_span: tracing::Span,
 }
 
 /// How batchers group work.
@@ -83,13 +88,16 @@ impl Pool {
         let replicas = replicas.max(1);
         let workers = (0..replicas)
             .map(|i| {
-                let b = Batcher { rx: rx.clone(), engine: engine.clone(), running: running.clone(), stats: stats.clone(), settings: batching };
+                let b = Batcher { rx: rx.clone(), engine: engine.clone(), running: running.clone(), stats: stats.clone(), settings: batching, replica: i };
                 std::thread::Builder::new()
                     .name(format!("replica-{i}"))
                     .spawn(move || b.run())
                     .expect("spawning a batcher thread at start-up")
             })
             .collect();
+        if engine.is_cuda() {
+            crate::telemetry::metrics::watch_gpu_memory();
+        }
         Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, max_batch_size: batching.max_batch_size.max(1), running, stats, engine }
     }
 
@@ -117,7 +125,9 @@ impl Pool {
         options: DecodeOptions,
     ) -> Result<oneshot::Receiver<Reply>, DispatchError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job { audio, options, reply, enqueued: Instant::now() };
+        let span = tracing::Span::current();
+        let queue_span = tracing::info_span!(parent: &span, "queue_wait");
+        let job = Job { audio, options, reply, enqueued: Instant::now(), span, queue_span };
         let tx = self.sender().ok_or(DispatchError::ShuttingDown)?;
         match tx.try_send(job) {
             Ok(()) => Ok(rx),
@@ -166,6 +176,9 @@ struct Active {
     started: Instant,
     /// The batcher step this one was last decoded in (fairness).
     last_step: u64,
+    /// `inference`: from a batcher taking it to its end; the parent (or a
+    /// link) of the steps that decode it.
+    span: tracing::Span,
 }
 
 struct Batcher {
@@ -174,6 +187,8 @@ struct Batcher {
     running: Arc<AtomicUsize>,
     stats: Arc<Stats>,
     settings: BatchSettings,
+    /// This batcher's index, the `replica` of its metrics and spans.
+    replica: usize,
 }
 
 impl Batcher {
@@ -240,13 +255,19 @@ impl Batcher {
             return;
         }
         let audio_s = job.audio.len() as f64 / 16000.0;
+        drop(job.queue_span);
+        let span = tracing::info_span!(parent: &job.span, "inference", audio_s, replica = self.replica);
         match Decoding::new(&self.engine, job.audio, job.options) {
             Ok(decoding) => {
                 self.running.fetch_add(1, Ordering::Relaxed);
-                active.push(Active { decoding, reply: job.reply, audio_s, enqueued: job.enqueued, started: Instant::now(), last_step: step_no });
+                let started = Instant::now();
+                // Measured as the answer's `queue_wait_s` is.
+                crate::telemetry::metrics::job_started(started.duration_since(job.enqueued));
+                active.push(Active { decoding, reply: job.reply, audio_s, enqueued: job.enqueued, started, last_step: step_no, span });
             }
             Err(e) => {
                 self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                let _in_job = span.enter();
                 tracing::warn!(audio_s, error = %e, "transcription refused");
                 let _ = job.reply.send(Err(e));
             }
@@ -258,11 +279,19 @@ impl Batcher {
     fn step(&self, active: &mut Vec<Active>, step_no: u64) {
         // The one that waited longest goes first; among equals, the one
         // closest to done, which keeps short requests short.
-        let Some(first) = active.iter().min_by_key(|a| (a.last_step, a.decoding.windows_left())) else { return };
-        let key = first.decoding.gen_key();
+        let Some(first) = (0..active.len()).min_by_key(|&i| (active[i].last_step, active[i].decoding.windows_left())) else { return };
+        let key = active[first].decoding.gen_key();
         let mut chosen: Vec<usize> = (0..active.len()).filter(|&i| active[i].decoding.gen_key() == key).collect();
         chosen.truncate(self.settings.max_batch_size.max(1));
-        let outcomes = {
+        // One step serves several transcriptions: its span is a child of the
+        // one that waited longest and links to the others.
+        let step_span = tracing::info_span!(parent: &active[first].span, "decode_step",
+            batch_size = chosen.len(), replica = self.replica, step = step_no);
+        for &i in chosen.iter().filter(|&&i| i != first) {
+            crate::telemetry::traces::link(&step_span, &active[i].span);
+        }
+        let step_started = Instant::now();
+        let outcomes = step_span.in_scope(|| {
             let mut batch: Vec<&mut Decoding> = Vec::with_capacity(chosen.len());
             for (i, a) in active.iter_mut().enumerate() {
                 if chosen.contains(&i) {
@@ -272,7 +301,8 @@ impl Batcher {
             }
             let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&self.engine, &mut batch)));
             caught.unwrap_or_else(|_| batch.iter().map(|_| Err(EngineError::Inference("the engine panicked".into()))).collect())
-        };
+        });
+        crate::telemetry::metrics::batch_step(self.replica, chosen.len(), step_started.elapsed());
         let n = chosen.len() as u64;
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         self.stats.windows.fetch_add(n, Ordering::Relaxed);
@@ -294,13 +324,13 @@ impl Batcher {
                 // Abandoned by its client (timeout or disconnect).
                 self.running.fetch_sub(1, Ordering::Relaxed);
             } else if a.decoding.is_done() {
-                let Active { decoding, reply, audio_s, enqueued, started, .. } = a;
+                let Active { decoding, reply, audio_s, enqueued, started, span, .. } = a;
                 let done = Done {
                     transcript: decoding.finish(),
                     queue_wait_s: started.duration_since(enqueued).as_secs_f64(),
                     inference_s: started.elapsed().as_secs_f64(),
                 };
-                self.done(reply, audio_s, enqueued, Ok(done));
+                self.done(reply, audio_s, enqueued, &span, Ok(done));
             } else {
                 kept.push(a);
             }
@@ -309,14 +339,17 @@ impl Batcher {
     }
 
     fn finish(&self, a: Active, result: Reply) {
-        self.done(a.reply, a.audio_s, a.enqueued, result)
+        self.done(a.reply, a.audio_s, a.enqueued, &a.span, result)
     }
 
-    fn done(&self, reply: oneshot::Sender<Reply>, audio_s: f64, enqueued: Instant, result: Reply) {
+    /// Answers a transcription; its log lines go to its `inference` span.
+    fn done(&self, reply: oneshot::Sender<Reply>, audio_s: f64, enqueued: Instant, span: &tracing::Span, result: Reply) {
+        let _in_job = span.enter();
         self.running.fetch_sub(1, Ordering::Relaxed);
-        if result.is_ok() {
+        if let Ok(d) = &result {
             self.stats.jobs_done.fetch_add(1, Ordering::Relaxed);
             self.stats.audio_ms.fetch_add((audio_s * 1000.0) as u64, Ordering::Relaxed);
+            crate::telemetry::metrics::job_done(d.inference_s, audio_s);
         } else {
             self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
         }

@@ -429,6 +429,10 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
     }
     let tk = &engine.tokenizer;
     let n_mels = engine.mel.n_mels();
+    // Spans `encode` (the windows' features and the encoder) and `generate`
+    // (language detection, the decoder, fallbacks), inside the batcher's
+    // `decode_step` span.
+    let encode_span = tracing::info_span!("encode", batch = n).entered();
     let mut features = Vec::with_capacity(n * n_mels * N_FRAMES);
     let mut one = Vec::new();
     for d in batch.iter() {
@@ -439,6 +443,8 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
     let started = std::time::Instant::now();
     let encoded = engine.encode_batch(&view)?;
     let encode_ms = started.elapsed().as_millis() as u64;
+    drop(encode_span);
+    let _generate_span = tracing::info_span!("generate", batch = n).entered();
 
     if batch.iter().any(|d| d.language.is_none()) {
         let detected = engine.whisper.detect_language(&encoded).map_err(inference)?;

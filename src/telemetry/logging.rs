@@ -9,27 +9,33 @@
 //!   other value is a Python `logging` format string, rendered by
 //!   [`PyFormat`]; see its docs for the attribute mapping.
 //! * `file`: when set, log lines go to this file (appended; parent folders
-//!   created; written by a background thread) as well as to stderr.
+//!   created) as well as to stderr, rotated as `rotation`, `max_bytes` and
+//!   `backup_count` say ([`crate::telemetry::rotation`]).
+//! * `log_transcripts`: whether transcript text may appear in log lines
+//!   ([`crate::telemetry::access::redacts`]).
+//!
+//! Both stderr and the file are written by tracing-appender background
+//! threads, so a slow disk or a stalled stderr pipe never holds up a
+//! request; if one falls 128 000 lines behind, further lines are dropped
+//! rather than wait. [`LogGuard`] flushes both when dropped.
 
-use std::borrow::Cow;
-use std::fmt::{self, Write as _};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Instant;
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_appender::non_blocking::WorkerGuard;
-use tracing_log::NormalizeEvent;
-use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing::Subscriber;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::fmt::format::JsonFields;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LoggingConfig;
+use crate::telemetry::access;
+use crate::telemetry::event_format::{PyFields, RedactingJson, START};
+use crate::telemetry::format::PyFormat;
+use crate::telemetry::rotation::{RotatingFile, RotationPlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -47,16 +53,16 @@ pub enum LogError {
     AlreadyInitialized(String),
 }
 
-/// Keeps the log file's background writer alive; dropping it flushes the
-/// file. Hold it for the life of the program.
-#[must_use = "dropping the guard stops writing the log file"]
+/// Keeps the background writers (stderr, the log file) alive; dropping it
+/// flushes what they still hold. Hold it for the life of the program.
+#[must_use = "dropping the guard stops writing the log"]
 pub struct LogGuard {
-    _file: Option<WorkerGuard>,
+    _writers: Vec<WorkerGuard>,
 }
 
 impl fmt::Debug for LogGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LogGuard").field("file", &self._file.is_some()).finish()
+        f.debug_struct("LogGuard").field("writers", &self._writers.len()).finish()
     }
 }
 
@@ -94,9 +100,8 @@ where
     if json {
         Box::new(
             tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(true)
-                .with_span_list(true)
+                .fmt_fields(JsonFields::new())
+                .event_format(RedactingJson::new())
                 .with_writer(writer),
         )
     } else {
@@ -110,37 +115,43 @@ where
     }
 }
 
+/// A background writer thread over `w`.
+fn background<W: std::io::Write + Send + 'static>(name: &str, w: W) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default().thread_name(name).finish(w)
+}
+
 /// Builds the subscriber `init` installs, with the given `RUST_LOG` value
-/// and console writer, without installing it (tests use it scoped).
-fn build<W>(
+/// and console writer, without installing it (tests use it scoped). Returns
+/// the guards of the background writers it started (the file's).
+pub(crate) fn build<W>(
     cfg: &LoggingConfig,
     rust_log: Option<&str>,
     console: W,
-) -> Result<(impl Subscriber + Send + Sync + 'static, Option<WorkerGuard>), LogError>
+) -> Result<(impl Subscriber + Send + Sync + 'static, Vec<WorkerGuard>), LogError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = build_filter(&cfg.level, rust_log)?;
     let json = cfg.format.trim() == "json";
     let py = PyFormat::parse(&cfg.format);
-    let mut layers: Vec<BoxedLayer> = vec![make_layer(json, &py, console)];
-    let mut guard = None;
+    // Each output has its own filter: the log level must not decide which
+    // spans reach OpenTelemetry.
+    let mut layers: Vec<BoxedLayer> = vec![Box::new(make_layer(json, &py, console).with_filter(build_filter(&cfg.level, rust_log)?))];
+    // OpenTelemetry spans, when `telemetry.otlp_endpoint` set up an exporter
+    // (crate::telemetry::traces::init runs first): our own spans at INFO.
+    if let Some(otel) = crate::telemetry::traces::layer::<Registry>() {
+        let ours = tracing_subscriber::filter::Targets::new().with_target("whisper_serve", tracing::Level::INFO);
+        layers.push(Box::new(otel.with_filter(ours)));
+    }
+    let mut guards = Vec::new();
     if let Some(path) = cfg.file_path() {
-        let file = open_log_file(path)?;
-        let (writer, g) = tracing_appender::non_blocking(file);
-        layers.push(make_layer(json, &py, writer));
-        guard = Some(g);
+        let file = RotatingFile::open(path, RotationPlan::from_config(cfg))
+            .map_err(|source| LogError::File { path: path.to_path_buf(), source })?;
+        let (writer, guard) = background("whisper-log-file", file);
+        layers.push(Box::new(make_layer(json, &py, writer).with_filter(build_filter(&cfg.level, rust_log)?)));
+        guards.push(guard);
     }
     START.get_or_init(Instant::now);
-    Ok((tracing_subscriber::registry().with(layers).with(filter), guard))
-}
-
-fn open_log_file(path: &Path) -> Result<std::fs::File, LogError> {
-    let err = |source| LogError::File { path: path.to_path_buf(), source };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(err)
+    Ok((tracing_subscriber::registry().with(layers), guards))
 }
 
 /// Installs the global tracing subscriber described by `cfg` (see the module
@@ -148,525 +159,62 @@ fn open_log_file(path: &Path) -> Result<std::fs::File, LogError> {
 /// time returns [`LogError::AlreadyInitialized`] and changes nothing.
 pub fn init(cfg: &LoggingConfig) -> Result<LogGuard, LogError> {
     let rust_log = std::env::var("RUST_LOG").ok();
-    let (subscriber, guard) = build(cfg, rust_log.as_deref(), std::io::stderr)?;
+    let (console, console_guard) = background("whisper-log-stderr", std::io::stderr());
+    let (subscriber, mut guards) = build(cfg, rust_log.as_deref(), console)?;
     subscriber.try_init().map_err(|e| LogError::AlreadyInitialized(e.to_string()))?;
-    Ok(LogGuard { _file: guard })
+    access::set_log_transcripts(cfg.log_transcripts);
+    guards.push(console_guard);
+    Ok(LogGuard { _writers: guards })
 }
 
-static START: OnceLock<Instant> = OnceLock::new();
+/// Captures log output in memory, for tests of what lines say.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
 
-// ---------------------------------------------------------------------------
-// Python `logging` format strings
+    use tracing_subscriber::fmt::MakeWriter;
 
-/// A `LogRecord` attribute the format string can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attr {
-    /// `asctime`: "2026-11-25 18:00:00,123", in UTC.
-    AscTime,
-    /// `name`: the tracing target (`whisper_serve::api`; for `log` records
-    /// their target).
-    Name,
-    /// `levelname`: TRACE, DEBUG, INFO, WARNING, ERROR.
-    LevelName,
-    /// `levelno`: 5, 10, 20, 30, 40.
-    LevelNo,
-    /// `message`: the message, then the event's fields and its spans'
-    /// fields as `key=value`.
-    Message,
-    /// `process`: the process id.
-    Process,
-    /// `processName`: "MainProcess".
-    ProcessName,
-    /// `thread`: the Rust thread's numeric id.
-    Thread,
-    /// `threadName`: the thread's name, or `Thread-<id>`.
-    ThreadName,
-    /// `filename`: the source file's base name (`api.rs`).
-    FileName,
-    /// `pathname`: the source file's path as compiled (`src/api.rs`).
-    PathName,
-    /// `lineno`: the source line.
-    LineNo,
-    /// `module`: the source file's stem (`api`).
-    Module,
-    /// `funcName`: Rust events carry no function name; the target.
-    FuncName,
-    /// `msecs`: the millisecond part of the time.
-    Msecs,
-    /// `created`: seconds since the Unix epoch, as a float.
-    Created,
-    /// `relativeCreated`: milliseconds since logging was set up.
-    RelativeCreated,
-}
+    use crate::config::LoggingConfig;
 
-impl Attr {
-    fn from_name(name: &str) -> Option<Attr> {
-        Some(match name {
-            "asctime" => Attr::AscTime,
-            "name" => Attr::Name,
-            "levelname" => Attr::LevelName,
-            "levelno" => Attr::LevelNo,
-            "message" => Attr::Message,
-            "process" => Attr::Process,
-            "processName" => Attr::ProcessName,
-            "thread" => Attr::Thread,
-            "threadName" => Attr::ThreadName,
-            "filename" => Attr::FileName,
-            "pathname" => Attr::PathName,
-            "lineno" => Attr::LineNo,
-            "module" => Attr::Module,
-            "funcName" => Attr::FuncName,
-            "msecs" => Attr::Msecs,
-            "created" => Attr::Created,
-            "relativeCreated" => Attr::RelativeCreated,
-            _ => return None,
-        })
-    }
-}
+    #[derive(Clone, Default)]
+    pub struct Capture(Arc<Mutex<Vec<u8>>>);
 
-/// A `%`-conversion's flags, width, precision and type (`-8s`, `03d`, `.3f`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spec {
-    pub left: bool,
-    pub zero: bool,
-    pub width: usize,
-    pub precision: Option<usize>,
-    pub conversion: char,
-}
-
-/// One part of a parsed format string.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Piece {
-    Literal(String),
-    Attr(Attr, Spec),
-}
-
-/// What one log line is made from; [`PyFormat::render`] is a pure function
-/// of it.
-#[derive(Debug, Clone)]
-pub struct LogRecord<'a> {
-    pub time: SystemTime,
-    pub level: Level,
-    pub target: &'a str,
-    /// Message and fields, already joined.
-    pub message: &'a str,
-    pub file: Option<&'a str>,
-    pub line: Option<u32>,
-    pub module_path: Option<&'a str>,
-    pub process_id: u32,
-    pub thread_id: u64,
-    pub thread_name: &'a str,
-    pub relative_ms: u64,
-}
-
-/// A Python `logging` format string parsed once into [`Piece`]s.
-///
-/// `%(attr)s` (with optional flags `-`/`0`, width and `.precision`, and any
-/// of Python's conversion types) becomes an attribute, `%%` a `%`. An
-/// unknown attribute (`%(foo)s`) or a malformed conversion is kept literally.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PyFormat {
-    pieces: Vec<Piece>,
-}
-
-const CONVERSIONS: &str = "diouxXeEfFgGcrsa";
-
-impl PyFormat {
-    pub fn parse(format: &str) -> PyFormat {
-        let mut pieces = Vec::new();
-        let mut lit = String::new();
-        let mut rest = format;
-        while let Some(i) = rest.find('%') {
-            lit.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            if let Some(r) = after.strip_prefix('%') {
-                lit.push('%');
-                rest = r;
-                continue;
-            }
-            match parse_conversion(after) {
-                Some((name, spec, consumed)) => {
-                    let raw = &rest[i..i + 1 + consumed];
-                    match Attr::from_name(name) {
-                        Some(attr) => {
-                            if !lit.is_empty() {
-                                pieces.push(Piece::Literal(std::mem::take(&mut lit)));
-                            }
-                            pieces.push(Piece::Attr(attr, spec));
-                        }
-                        None => lit.push_str(raw),
-                    }
-                    rest = &after[consumed..];
-                }
-                None => {
-                    lit.push('%');
-                    rest = after;
-                }
-            }
-        }
-        lit.push_str(rest);
-        if !lit.is_empty() {
-            pieces.push(Piece::Literal(lit));
-        }
-        PyFormat { pieces }
-    }
-
-    pub fn pieces(&self) -> &[Piece] {
-        &self.pieces
-    }
-
-    /// Renders one record (no trailing newline).
-    pub fn render(&self, rec: &LogRecord<'_>) -> String {
-        let mut out = String::with_capacity(128);
-        for piece in &self.pieces {
-            match piece {
-                Piece::Literal(s) => out.push_str(s),
-                Piece::Attr(attr, spec) => apply_spec(&mut out, attr_value(*attr, rec), spec),
-            }
-        }
-        out
-    }
-}
-
-/// Parses `(name)flags width .precision type` after a `%`; returns the name,
-/// the spec and the bytes consumed.
-fn parse_conversion(s: &str) -> Option<(&str, Spec, usize)> {
-    let body = s.strip_prefix('(')?;
-    let close = body.find(')')?;
-    let name = &body[..close];
-    let bytes = body.as_bytes();
-    let mut j = close + 1;
-    let mut spec = Spec { left: false, zero: false, width: 0, precision: None, conversion: 's' };
-    while let Some(&c) = bytes.get(j) {
-        match c {
-            b'-' => spec.left = true,
-            b'0' => spec.zero = true,
-            b' ' | b'+' | b'#' => {}
-            _ => break,
-        }
-        j += 1;
-    }
-    let digits = |j: &mut usize| {
-        let start = *j;
-        while bytes.get(*j).is_some_and(u8::is_ascii_digit) {
-            *j += 1;
-        }
-        body[start..*j].parse::<usize>().ok()
-    };
-    spec.width = digits(&mut j).unwrap_or(0).min(1000);
-    if bytes.get(j) == Some(&b'.') {
-        j += 1;
-        spec.precision = Some(digits(&mut j).unwrap_or(0).min(1000));
-    }
-    let c = *bytes.get(j)? as char;
-    if !CONVERSIONS.contains(c) {
-        return None;
-    }
-    spec.conversion = c;
-    Some((name, spec, 1 + j + 1))
-}
-
-enum Val<'a> {
-    Str(Cow<'a, str>),
-    Int(i64),
-    Float(f64),
-}
-
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::TRACE => "TRACE",
-        Level::DEBUG => "DEBUG",
-        Level::INFO => "INFO",
-        Level::WARN => "WARNING",
-        Level::ERROR => "ERROR",
-    }
-}
-
-fn level_no(level: Level) -> i64 {
-    match level {
-        Level::TRACE => 5,
-        Level::DEBUG => 10,
-        Level::INFO => 20,
-        Level::WARN => 30,
-        Level::ERROR => 40,
-    }
-}
-
-fn base_name(path: &str) -> &str {
-    path.rsplit(['/', '\\']).next().unwrap_or(path)
-}
-
-fn attr_value<'a>(attr: Attr, rec: &'a LogRecord<'a>) -> Val<'a> {
-    let since_epoch = rec.time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    match attr {
-        Attr::AscTime => Val::Str(Cow::Owned(asctime(rec.time))),
-        Attr::Name | Attr::FuncName => Val::Str(Cow::Borrowed(rec.target)),
-        Attr::LevelName => Val::Str(Cow::Borrowed(level_name(rec.level))),
-        Attr::LevelNo => Val::Int(level_no(rec.level)),
-        Attr::Message => Val::Str(Cow::Borrowed(rec.message)),
-        Attr::Process => Val::Int(rec.process_id as i64),
-        Attr::ProcessName => Val::Str(Cow::Borrowed("MainProcess")),
-        Attr::Thread => Val::Int(rec.thread_id as i64),
-        Attr::ThreadName => Val::Str(Cow::Borrowed(rec.thread_name)),
-        Attr::FileName => Val::Str(Cow::Borrowed(rec.file.map(base_name).unwrap_or("?"))),
-        Attr::PathName => Val::Str(Cow::Borrowed(rec.file.unwrap_or("?"))),
-        Attr::LineNo => Val::Int(rec.line.map_or(0, i64::from)),
-        Attr::Module => {
-            let m = match rec.file {
-                Some(f) => {
-                    let b = base_name(f);
-                    b.rsplit_once('.').map_or(b, |(stem, _)| stem)
-                }
-                None => rec.module_path.map(|m| m.rsplit("::").next().unwrap_or(m)).unwrap_or("?"),
-            };
-            Val::Str(Cow::Borrowed(m))
-        }
-        Attr::Msecs => Val::Int(since_epoch.subsec_millis() as i64),
-        Attr::Created => Val::Float(since_epoch.as_secs_f64()),
-        Attr::RelativeCreated => Val::Int(rec.relative_ms.min(i64::MAX as u64) as i64),
-    }
-}
-
-fn apply_spec(out: &mut String, val: Val<'_>, spec: &Spec) {
-    let numeric = matches!(val, Val::Int(_) | Val::Float(_));
-    let text: Cow<'_, str> = match (spec.conversion, val) {
-        ('d' | 'i' | 'u', Val::Int(n)) => Cow::Owned(n.to_string()),
-        ('d' | 'i' | 'u', Val::Float(f)) => Cow::Owned((f.trunc() as i64).to_string()),
-        ('x', Val::Int(n)) => Cow::Owned(format!("{n:x}")),
-        ('X', Val::Int(n)) => Cow::Owned(format!("{n:X}")),
-        ('o', Val::Int(n)) => Cow::Owned(format!("{n:o}")),
-        ('f' | 'F' | 'e' | 'E' | 'g' | 'G', Val::Float(f)) => {
-            Cow::Owned(format!("{f:.p$}", p = spec.precision.unwrap_or(6)))
-        }
-        ('f' | 'F' | 'e' | 'E' | 'g' | 'G', Val::Int(n)) => {
-            Cow::Owned(format!("{:.p$}", n as f64, p = spec.precision.unwrap_or(6)))
-        }
-        (_, Val::Int(n)) => Cow::Owned(n.to_string()),
-        (_, Val::Float(f)) => Cow::Owned(f.to_string()),
-        ('r' | 'a', Val::Str(s)) => Cow::Owned(format!("'{s}'")),
-        (_, Val::Str(s)) => match spec.precision {
-            Some(p) if !numeric && s.chars().count() > p => Cow::Owned(s.chars().take(p).collect()),
-            _ => s,
-        },
-    };
-    let len = text.chars().count();
-    if len >= spec.width {
-        out.push_str(&text);
-        return;
-    }
-    let pad = spec.width - len;
-    if spec.left {
-        out.push_str(&text);
-        out.extend(std::iter::repeat_n(' ', pad));
-    } else if spec.zero && numeric {
-        let (sign, digits) = match text.strip_prefix('-') {
-            Some(d) => ("-", d),
-            None => ("", &*text),
-        };
-        out.push_str(sign);
-        out.extend(std::iter::repeat_n('0', pad));
-        out.push_str(digits);
-    } else {
-        out.extend(std::iter::repeat_n(' ', pad));
-        out.push_str(&text);
-    }
-}
-
-/// "YYYY-MM-DD HH:MM:SS,mmm" in UTC, like Python's default `asctime` (which
-/// is local time; the service logs UTC so servers in any zone agree).
-pub fn asctime(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{day:02} {:02}:{:02}:{:02},{:03}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-// ---------------------------------------------------------------------------
-// Event and field formatting for the Python format
-
-/// Collects an event's message and its other fields as `key=value`.
-#[derive(Default)]
-struct KvVisitor {
-    message: String,
-    fields: String,
-}
-
-impl KvVisitor {
-    fn push_kv(&mut self, name: &str, value: &str) {
-        if !self.fields.is_empty() {
-            self.fields.push(' ');
-        }
-        self.fields.push_str(name);
-        self.fields.push('=');
-        self.fields.push_str(value);
-    }
-
-    fn skip(field: &Field) -> bool {
-        // Fields `tracing-log` adds to records from the `log` crate; their
-        // content is shown through the normalised metadata instead.
-        field.name().starts_with("log.")
-    }
-
-    /// "message k=v k=v" (either part may be empty).
-    fn joined(mut self, extra: &[&str]) -> String {
-        for e in extra.iter().filter(|e| !e.is_empty()) {
-            if !self.fields.is_empty() {
-                self.fields.push(' ');
-            }
-            self.fields.push_str(e);
-        }
-        match (self.message.is_empty(), self.fields.is_empty()) {
-            (_, true) => self.message,
-            (true, false) => self.fields,
-            (false, false) => format!("{} {}", self.message, self.fields),
-        }
-    }
-}
-
-/// Strings with spaces, quotes or `=` (or empty) are quoted, so lines stay
-/// parseable as `key=value` pairs.
-fn quote_if_needed(s: &str) -> Cow<'_, str> {
-    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '"' || c == '=') {
-        Cow::Owned(format!("{s:?}"))
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
-impl Visit for KvVisitor {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message.push_str(value);
-        } else if !Self::skip(field) {
-            self.push_kv(field.name(), &quote_if_needed(value));
+    impl Capture {
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
         }
     }
 
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if !Self::skip(field) {
-            self.push_kv(field.name(), &quote_if_needed(&value.to_string()));
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.message, "{value:?}");
-        } else if !Self::skip(field) {
-            self.push_kv(field.name(), &format!("{value:?}"));
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
         }
     }
-}
 
-/// Formats span fields the same way as event fields (`key=value`), so they
-/// can be appended to `%(message)s`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PyFields;
-
-impl<'w> FormatFields<'w> for PyFields {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut v = KvVisitor::default();
-        fields.record(&mut v);
-        writer.write_str(&v.joined(&[]))
-    }
-}
-
-fn current_thread() -> (u64, String) {
-    thread_local! {
-        static THREAD: (u64, String) = {
-            let t = std::thread::current();
-            let dbg = format!("{:?}", t.id());
-            let id: u64 = dbg.chars().filter(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0);
-            let name = t.name().map_or_else(|| format!("Thread-{id}"), str::to_string);
-            (id, name)
-        };
-    }
-    THREAD.with(|t| t.clone())
-}
-
-impl<S, N> FormatEvent<S, N> for PyFormat
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let normalized = event.normalized_metadata();
-        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        let mut visitor = KvVisitor::default();
-        event.record(&mut visitor);
-        let mut span_fields = Vec::new();
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                let ext = span.extensions();
-                if let Some(f) = ext.get::<FormattedFields<N>>() {
-                    span_fields.push(f.fields.clone());
-                }
-            }
-        }
-        let span_refs: Vec<&str> = span_fields.iter().map(String::as_str).collect();
-        let message = visitor.joined(&span_refs);
-        let (thread_id, thread_name) = current_thread();
-        let rec = LogRecord {
-            time: SystemTime::now(),
-            level: *meta.level(),
-            target: meta.target(),
-            message: &message,
-            file: meta.file(),
-            line: meta.line(),
-            module_path: meta.module_path(),
-            process_id: std::process::id(),
-            thread_id,
-            thread_name: &thread_name,
-            relative_ms: START.get_or_init(Instant::now).elapsed().as_millis() as u64,
-        };
-        writeln!(writer, "{}", self.render(&rec))
+    /// The real subscriber for `cfg` (no file), writing to the returned buffer.
+    pub fn capture(cfg: &LoggingConfig) -> (Capture, impl tracing::Subscriber + Send + Sync + 'static) {
+        let out = Capture::default();
+        let cfg = LoggingConfig { file: None, ..cfg.clone() };
+        let (subscriber, _) = super::build(&cfg, None, out.clone()).expect("build");
+        (out, subscriber)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    const PY_DEFAULT: &str = "%(asctime)s - %(name)s - %(levelname)s - %(message)s";
-
-    fn record(message: &str) -> LogRecord<'_> {
-        LogRecord {
-            // 2026-11-25 18:00:00.123 UTC
-            time: UNIX_EPOCH + Duration::from_millis(1_795_629_600_123),
-            level: Level::WARN,
-            target: "whisper_serve::api",
-            message,
-            file: Some("src/api.rs"),
-            line: Some(42),
-            module_path: Some("whisper_serve::api"),
-            process_id: 4242,
-            thread_id: 7,
-            thread_name: "tokio-runtime-worker",
-            relative_ms: 1500,
-        }
-    }
 
     #[test]
     fn level_mapping() {
@@ -677,71 +225,9 @@ mod tests {
         assert_eq!(level_directive("ERROR"), Some("error"));
         assert_eq!(level_directive("CRITICAL"), Some("error"));
         assert_eq!(level_directive("LOUD"), None);
-        assert_eq!(level_name(Level::WARN), "WARNING");
         assert!(build_filter("LOUD", None).is_err());
         assert!(build_filter("INFO", Some("whisper_serve=debug")).is_ok());
         assert!(matches!(build_filter("INFO", Some("=[")), Err(LogError::InvalidRustLog { .. })));
-    }
-
-    #[test]
-    fn asctime_is_python_style_utc() {
-        assert_eq!(asctime(UNIX_EPOCH), "1970-01-01 00:00:00,000");
-        assert_eq!(asctime(record("").time), "2026-11-25 18:00:00,123");
-        assert_eq!(asctime(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29 00:00:00,000");
-    }
-
-    #[test]
-    fn renders_original_default_format() {
-        let f = PyFormat::parse(PY_DEFAULT);
-        assert_eq!(
-            f.render(&record("queue full depth=3")),
-            "2026-11-25 18:00:00,123 - whisper_serve::api - WARNING - queue full depth=3"
-        );
-    }
-
-    #[test]
-    fn renders_every_known_attribute() {
-        let f = PyFormat::parse(
-            "%(process)d|%(processName)s|%(thread)d|%(threadName)s|%(filename)s|%(pathname)s|\
-             %(lineno)d|%(module)s|%(funcName)s|%(levelno)d|%(msecs)03d|%(relativeCreated)d|%(created).1f",
-        );
-        assert_eq!(
-            f.render(&record("m")),
-            "4242|MainProcess|7|tokio-runtime-worker|api.rs|src/api.rs|42|api|whisper_serve::api|30|123|1500|1795629600.1"
-        );
-    }
-
-    #[test]
-    fn percent_escape_unknown_and_malformed_kept_literally() {
-        let f = PyFormat::parse("100%% %(foo)s %(message)s %(oops %d %");
-        assert_eq!(f.render(&record("hi")), "100% %(foo)s hi %(oops %d %");
-        assert_eq!(
-            f.pieces(),
-            &[
-                Piece::Literal("100% %(foo)s ".into()),
-                Piece::Attr(
-                    Attr::Message,
-                    Spec { left: false, zero: false, width: 0, precision: None, conversion: 's' }
-                ),
-                Piece::Literal(" %(oops %d %".into()),
-            ]
-        );
-    }
-
-    #[test]
-    fn width_and_precision() {
-        let f = PyFormat::parse("[%(levelname)-8s][%(levelname)8s][%(levelname).4s][%(lineno)05d]");
-        assert_eq!(f.render(&record("")), "[WARNING ][ WARNING][WARN][00042]");
-    }
-
-    #[test]
-    fn kv_visitor_joins_and_quotes() {
-        let mut v = KvVisitor::default();
-        v.message.push_str("done");
-        v.push_kv("path", &quote_if_needed("a b"));
-        v.push_kv("n", &quote_if_needed("3"));
-        assert_eq!(v.joined(&["request_id=abc", ""]), "done path=\"a b\" n=3 request_id=abc");
-        assert_eq!(KvVisitor::default().joined(&[]), "");
     }
 
     /// Builds the real subscriber (scoped, not global) writing to a file and
@@ -749,15 +235,20 @@ mod tests {
     fn log_to_file(format: &str) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nested/dir/service.log");
-        let cfg = LoggingConfig { level: "DEBUG".into(), format: format.into(), file: Some(path.clone()) };
-        let (subscriber, guard) = build(&cfg, None, std::io::sink).expect("build");
+        let cfg = LoggingConfig {
+            level: "DEBUG".into(),
+            format: format.into(),
+            file: Some(path.clone()),
+            ..LoggingConfig::default()
+        };
+        let (subscriber, guards) = build(&cfg, None, std::io::sink).expect("build");
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request", request_id = "abc");
             let _e = span.enter();
             tracing::info!(duration_s = 3.5, file = "a b.wav", "transcribed");
             tracing::trace!("not shown at DEBUG");
         });
-        drop(guard);
+        drop(guards);
         std::fs::read_to_string(&path).expect("log file")
     }
 
@@ -766,7 +257,7 @@ mod tests {
         let text = log_to_file("%(levelname)s %(name)s %(module)s: %(message)s");
         assert_eq!(
             text,
-            "INFO whisper_serve::logging::tests logging: transcribed duration_s=3.5 file=\"a b.wav\" request_id=abc\n"
+            "INFO whisper_serve::telemetry::logging::tests logging: transcribed duration_s=3.5 file=\"a b.wav\" request_id=abc\n"
         );
     }
 
@@ -777,10 +268,19 @@ mod tests {
         assert_eq!(lines.len(), 1, "{text}");
         let v: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON line");
         assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], "whisper_serve::telemetry::logging::tests");
         assert_eq!(v["fields"]["message"], "transcribed");
         assert_eq!(v["fields"]["duration_s"], 3.5);
         assert_eq!(v["span"]["request_id"], "abc");
         assert_eq!(v["spans"][0]["name"], "request");
+    }
+
+    #[test]
+    fn file_that_cannot_be_opened_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LoggingConfig { file: Some(dir.path().to_path_buf()), ..LoggingConfig::default() };
+        let err = build(&cfg, None, std::io::sink).err().expect("a folder is not a log file");
+        assert!(matches!(err, LogError::File { .. }), "{err}");
     }
 
     #[test]

@@ -2,15 +2,14 @@
 //! then fetches and loads the model in the background, serves until the
 //! shutdown future resolves, and drains in-flight work before returning.
 
+pub mod http;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::config::{Config, DeviceKind};
 use crate::dispatch::local::LocalDispatcher;
@@ -68,6 +67,8 @@ pub enum ServerError {
     Jobs(#[from] crate::jobs::store::StoreError),
     #[error("{0}")]
     Cluster(String),
+    #[error("{0}")]
+    Security(String),
 }
 
 /// Resolves the engine settings from the config: device, compute type, threads.
@@ -96,6 +97,7 @@ pub fn engine_options(config: &Config) -> Result<EngineOptions, engine::EngineEr
 
 /// Fetches the configured model if missing and loads it.
 pub async fn load_engine(config: &Config) -> Result<Engine, ServerError> {
+    let _load_timer = crate::telemetry::metrics::model_load_timer();
     let opts = engine_options(config)?;
     let path = models::ensure(&config.model.size, &config.model.model_dir, &models::PullOptions::from_env()).await?;
     tracing::info!(model = %path.display(), cuda = opts.cuda, compute_type = %opts.compute_type,
@@ -135,7 +137,7 @@ pub async fn run(
             }
         })
     };
-    serve_http(listener, crate::api::router(state.clone()), shutdown).await?;
+    serve_api(listener, crate::api::router(state.clone()), &config, shutdown).await?;
     loader.abort();
     drain(&state).await;
     Ok(())
@@ -148,30 +150,42 @@ pub async fn drain(state: &AppState) {
     tracing::info!("stopped");
 }
 
-/// Serves `app` with request ids and access logging until `shutdown`
-/// resolves, then waits for the requests in flight.
-pub async fn serve_http(
+/// Serves `routes` on `listener` behind the whole middleware stack (keys,
+/// limits, error shapes, TLS, timeouts) until `shutdown` resolves, then
+/// waits for the requests in flight. SIGHUP reloads the keys file and the
+/// TLS certificate.
+pub async fn serve_api(
     listener: TcpListener,
-    app: axum::Router,
+    routes: axum::Router,
+    config: &Arc<Config>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), std::io::Error> {
-    let app = app
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string();
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
-        })
-        // Errors are logged where they are answered (error.rs), with their cause.
-        .on_response(DefaultOnResponse::new().level(Level::INFO))
-        .on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+) -> Result<(), ServerError> {
+    let security = crate::security::Security::new(config.clone()).map_err(|e| ServerError::Security(e.to_string()))?;
+    let opts = http::HttpOptions::from_config(config).map_err(|e| ServerError::Security(e.to_string()))?;
+    let reloader = tokio::spawn(reload_on_hangup(security.clone(), opts.tls.clone()));
+    let app = http::stack(routes, config, security);
+    let served = http::serve(listener, app, opts, shutdown).await;
+    reloader.abort();
+    Ok(served?)
+}
+
+async fn reload_on_hangup(security: Arc<crate::security::Security>, tls: Option<Arc<crate::security::tls::Tls>>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading API keys and TLS certificate");
+            security.reload_keys();
+            if let Some(t) = &tls {
+                match t.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the old one"),
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (security, tls);
 }
 
 /// Samples the GPU memory in use for the `gpu_memory` field.

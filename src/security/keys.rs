@@ -1,0 +1,158 @@
+//! API keys: kept as SHA-256 digests, compared in constant time, named by
+//! an id in logs. The presented key is never stored, logged or echoed.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{check_entry, ApiKeyEntry, AuthConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("{0}")]
+    Entry(String),
+}
+
+/// The configured keys.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    keys: Vec<(String, [u8; 32])>,
+}
+
+// Never print digests, even in debug output.
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("KeySet").field("ids", &ids).finish()
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl KeySet {
+    /// The keys of the config and of its keys file.
+    pub fn load(cfg: &AuthConfig) -> Result<KeySet, KeyError> {
+        let mut entries = cfg.api_keys.clone();
+        if let Some(path) = &cfg.api_keys_file {
+            entries.extend(read_file(path)?);
+        }
+        let mut keys = Vec::with_capacity(entries.len());
+        for e in entries {
+            keys.push(match e {
+                ApiKeyEntry::Key(k) => {
+                    let d = digest(&k);
+                    // An id that names the key without revealing it.
+                    (format!("key-{}", &hex::encode(d)[..8]), d)
+                }
+                ApiKeyEntry::WithId { id, key } => (id, digest(&key)),
+                ApiKeyEntry::Hashed { id, sha256 } => {
+                    let mut d = [0u8; 32];
+                    hex::decode_to_slice(sha256.to_ascii_lowercase(), &mut d)
+                        .map_err(|e| KeyError::Entry(format!("key {id}: sha256: {e}")))?;
+                    (id, d)
+                }
+            });
+        }
+        Ok(KeySet { keys })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The id of the key, if it is one of ours. Every stored digest is
+    /// compared, in constant time, whatever matches.
+    pub fn lookup(&self, presented: &str) -> Option<&str> {
+        let d = digest(presented);
+        let mut found = None;
+        for (id, stored) in &self.keys {
+            if bool::from(stored.ct_eq(&d)) && found.is_none() {
+                found = Some(id.as_str());
+            }
+        }
+        found
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<ApiKeyEntry>, KeyError> {
+    let err = |message: String| KeyError::File { path: path.display().to_string(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let entries: Vec<ApiKeyEntry> =
+        serde_json::from_str(&text).map_err(|e| err(format!("expected a JSON list of keys: {e}")))?;
+    for (i, e) in entries.iter().enumerate() {
+        check_entry(&format!("[{i}]"), e).map_err(|e| err(e.to_string()))?;
+    }
+    Ok(entries)
+}
+
+/// The key a request presents: `Authorization: Bearer <key>` (what the
+/// OpenAI SDKs send) or `X-API-Key: <key>`.
+pub fn presented(headers: &axum::http::HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(v[7..].trim());
+        }
+    }
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_form_matches_its_key_only() {
+        let cfg = AuthConfig {
+            api_keys: vec![
+                ApiKeyEntry::Key("plain-key-123".into()),
+                ApiKeyEntry::WithId { id: "alice".into(), key: "alice-key-456".into() },
+                ApiKeyEntry::Hashed { id: "bob".into(), sha256: hex::encode(digest("bob-key-789")) },
+            ],
+            ..Default::default()
+        };
+        let keys = KeySet::load(&cfg).unwrap();
+        assert_eq!(keys.lookup("alice-key-456"), Some("alice"));
+        assert_eq!(keys.lookup("bob-key-789"), Some("bob"));
+        let id = keys.lookup("plain-key-123").unwrap();
+        assert!(id.starts_with("key-") && !id.contains("plain"), "{id}");
+        assert_eq!(keys.lookup("alice-key-45"), None);
+        assert_eq!(keys.lookup(""), None);
+        assert!(!format!("{keys:?}").contains(&hex::encode(digest("bob-key-789"))));
+    }
+
+    #[test]
+    fn both_header_forms_are_read() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("authorization", "Bearer abc-def-ghi".parse().unwrap());
+        assert_eq!(presented(&h), Some("abc-def-ghi"));
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-api-key", "xyz-123-456".parse().unwrap());
+        assert_eq!(presented(&h), Some("xyz-123-456"));
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(presented(&h), None);
+    }
+
+    #[test]
+    fn a_keys_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        std::fs::write(&path, r#"[{"id": "carol", "key": "carol-key-000"}]"#).unwrap();
+        let cfg = AuthConfig { api_keys_file: Some(path.clone()), ..Default::default() };
+        assert_eq!(KeySet::load(&cfg).unwrap().lookup("carol-key-000"), Some("carol"));
+        std::fs::write(&path, r#"[{"id": "carol", "key": "short"}]"#).unwrap();
+        assert!(KeySet::load(&cfg).is_err());
+        std::fs::write(&path, "not json").unwrap();
+        assert!(KeySet::load(&cfg).is_err());
+    }
+}
