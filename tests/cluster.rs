@@ -382,3 +382,43 @@ fn existing_streams_with_other_settings_are_reported_not_changed() {
     });
     assert_eq!(retention, async_nats::jetstream::stream::RetentionPolicy::Limits, "left as it was");
 }
+
+#[test]
+fn a_transcript_bigger_than_a_nats_message_is_kept_whole() {
+    // A server taking messages of 32 KB at most: a 4-minute verbose_json
+    // record is bigger, so its transcript goes to the object store.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(&conf, "max_payload: 32768\n").unwrap();
+    let nats = Nats::start_with(&["-c", conf.to_str().unwrap()]);
+    let (long, bounds) = concat_corpus(dir.path(), 240.0);
+    let config = cluster_config(&nats, json!({}));
+    let _w = worker(config.clone());
+    let gw = gateway(config);
+    wait_ready(&gw, Duration::from_secs(60));
+    let (s, job) = submit_job(&gw.url, &long, &[("response_format", "verbose_json")]);
+    assert_eq!(s, 202, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let done = poll_job(&gw.url, id, &["completed", "failed"], Duration::from_secs(240));
+    assert_eq!(done["status"], "completed", "{}", &done.to_string()[..500.min(done.to_string().len())]);
+    // The record in the bucket points at the transcript instead of holding it.
+    let stored: Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let kv = js.get_key_value("whisper-jobs").await.unwrap();
+        serde_json::from_slice(&kv.get(id).await.unwrap().expect("record")).unwrap()
+    });
+    assert_eq!(stored["transcript"], Value::Null, "spilled");
+    assert_eq!(stored["transcript_object"], format!("result-{id}").as_str());
+    let reference: Vec<String> = bounds.iter().map(|(_, r)| r.clone()).collect();
+    let w = wer(&[(reference.join(" "), done["result"]["text"].as_str().unwrap().to_string())]);
+    assert!(w <= 0.1, "WER {w:.4}");
+    // The synchronous route too.
+    let (s, body) = post_file(&format!("{}/v1/audio/transcriptions", gw.url), "file", "long.wav", std::fs::read(&long).unwrap());
+    assert_eq!(s, 400, "model is required on /v1: {body}");
+    let part = reqwest::blocking::multipart::Part::bytes(std::fs::read(&long).unwrap()).file_name("long.wav");
+    let form = reqwest::blocking::multipart::Form::new().part("file", part).text("model", "whisper-1").text("response_format", "verbose_json");
+    let r = client().post(format!("{}/v1/audio/transcriptions", gw.url)).multipart(form).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().unwrap();
+    assert!(v["segments"].as_array().is_some_and(|s| s.len() > 10), "whole transcript");
+}

@@ -310,3 +310,61 @@ fn keys_file_reloads_on_sighup_cors_and_keyed_metrics() {
     let r = client().get(format!("{}/v1/models", server.url)).header("origin", "https://evil.example.com").bearer_auth(KEY_B).send().unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none(), "other origins get no CORS grant");
 }
+
+#[test]
+fn connections_over_the_limit_wait_and_idle_ones_are_closed() {
+    let server = Server::start(test_config(json!({"server": {"max_connections": 1, "header_timeout_s": 2}})));
+    let addr = server.url.trim_start_matches("http://").to_string();
+    // One idle connection takes the only place until the header timeout closes it.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let r = client().get(format!("{}/health", server.url)).send().unwrap();
+    let waited = t.elapsed();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(waited >= Duration::from_millis(1500), "served while the limit was reached ({waited:?})");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    // The idle connection was closed by the server.
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)), "idle connection still open");
+}
+
+#[test]
+fn the_tls_certificate_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let first = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&cert_path, first.cert.pem()).unwrap();
+    std::fs::write(&key_path, first.signing_key.serialize_pem()).unwrap();
+    let server = Server::start_role("serve", test_config(json!({"server": {"tls_cert": cert_path, "tls_key": key_path}})), &[], false);
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let trusting = |pem: &str| {
+        reqwest::blocking::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    let health = |c: &reqwest::blocking::Client| c.get(format!("https://localhost:{port}/health")).send().map(|r| r.status().as_u16());
+    let old = trusting(&first.cert.pem());
+    assert!((0..600).any(|_| {
+        let ok = health(&old).is_ok_and(|s| s == 200);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    }));
+    let second = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&cert_path, second.cert.pem()).unwrap();
+    std::fs::write(&key_path, second.signing_key.serialize_pem()).unwrap();
+    server.signal("-HUP");
+    let new = trusting(&second.cert.pem());
+    let swapped = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        health(&new).is_ok_and(|s| s == 200)
+    });
+    assert!(swapped, "the new certificate is served after SIGHUP");
+    // A new connection (the old client's pooled one keeps its session).
+    assert!(health(&trusting(&first.cert.pem())).is_err(), "the old certificate is gone");
+}

@@ -81,7 +81,7 @@ impl NatsDispatcher {
     }
 
     async fn put_audio(&self, bus: &Bus, id: &str, reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> Result<u64, String> {
-        let meta = ObjectMetadata { name: id.to_string(), ..Default::default() };
+        let meta = ObjectMetadata { name: id.to_string(), chunk_size: Some(super::chunk_size(&bus.client)), ..Default::default() };
         bus.audio.put(meta, reader).await.map(|info| info.size as u64).map_err(|e| e.to_string())
     }
 
@@ -105,10 +105,14 @@ impl NatsDispatcher {
         }
     }
 
-    /// Reads a record; None when absent.
+    /// Reads a record, with its transcript; None when absent.
     async fn read(&self, bus: &Bus, key: &str) -> Result<Option<JobRecord>, DispatchError> {
         match tokio::time::timeout(OP_TIMEOUT, bus.jobs.get(key)).await {
-            Ok(Ok(Some(v))) => serde_json::from_slice(&v).map(Some).map_err(|e| DispatchError::Engine(format!("bad job record: {e}"))),
+            Ok(Ok(Some(v))) => {
+                let mut rec: JobRecord = serde_json::from_slice(&v).map_err(|e| DispatchError::Engine(format!("bad job record: {e}")))?;
+                super::fill_transcript(bus, &mut rec).await.map_err(|e| unavailable(format!("cannot read the transcript: {e}")))?;
+                Ok(Some(rec))
+            }
             Ok(Ok(None)) => Ok(None),
             Ok(Err(e)) => Err(unavailable(format!("cannot read the job: {e}"))),
             Err(_) => Err(unavailable("cannot read the job: NATS did not answer in time")),
@@ -255,14 +259,20 @@ impl Dispatcher for NatsDispatcher {
             let _ = bus.audio.delete(&id).await;
             return Err(e);
         }
-        let rec = match self.wait_final(bus, &key, rx, deadline).await {
+        let mut rec = match self.wait_final(bus, &key, rx, deadline).await {
             Some(r) => Some(r),
             None => self.abandon(bus, &key, &msg).await,
         };
-        let jobs_kv = bus.jobs.clone();
-        let purge_key = key.clone();
+        if let Some(r) = rec.as_mut() {
+            super::fill_transcript(bus, r).await.map_err(|e| unavailable(format!("cannot read the transcript: {e}")))?;
+        }
+        let (jobs_kv, objects) = (bus.jobs.clone(), bus.audio.clone());
+        let (purge_key, spilled) = (key.clone(), rec.as_ref().and_then(|r| r.transcript_object.clone()));
         tokio::spawn(async move {
             let _ = jobs_kv.purge(purge_key).await;
+            if let Some(name) = spilled {
+                let _ = objects.delete(name).await;
+            }
         });
         match rec {
             Some(r) if r.status == JobStatus::Cancelled => Err(DispatchError::Timeout(work.timeout.as_secs())),

@@ -68,6 +68,52 @@ pub fn record_key(id: &str, sync: bool) -> String {
     }
 }
 
+/// Object-store chunks: 128 KB (async-nats's default), or less where the
+/// server takes smaller messages.
+pub fn chunk_size(client: &async_nats::Client) -> usize {
+    (client.server_info().max_payload / 2).clamp(4096, 128 * 1024)
+}
+
+/// Room left in a NATS message for the record around its transcript.
+pub const RECORD_MARGIN: usize = 16 * 1024;
+
+/// Name of the object that holds a spilled transcript.
+pub fn transcript_object(id: &str) -> String {
+    format!("result-{id}")
+}
+
+/// A record must fit in one NATS message (`max_payload`, 1 MB by
+/// default); hours of audio can make a longer transcript. Then the
+/// transcript goes to the object store and the record points at it.
+pub async fn spill_transcript(bus: &Bus, rec: &mut crate::jobs::JobRecord, limit: usize) -> Result<(), ClusterError> {
+    let Some(t) = &rec.transcript else { return Ok(()) };
+    let size = serde_json::to_vec(rec).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size <= limit {
+        return Ok(());
+    }
+    let bytes = serde_json::to_vec(t).map_err(nats_err)?;
+    let name = transcript_object(&rec.id);
+    let meta = async_nats::jetstream::object_store::ObjectMetadata { name: name.clone(), chunk_size: Some(chunk_size(&bus.client)), ..Default::default() };
+    bus.audio.put(meta, &mut std::io::Cursor::new(bytes)).await.map_err(nats_err)?;
+    rec.transcript = None;
+    rec.transcript_object = Some(name);
+    Ok(())
+}
+
+/// Puts a spilled transcript back into its record.
+pub async fn fill_transcript(bus: &Bus, rec: &mut crate::jobs::JobRecord) -> Result<(), ClusterError> {
+    let Some(name) = rec.transcript_object.clone() else { return Ok(()) };
+    if rec.transcript.is_some() {
+        return Ok(());
+    }
+    use tokio::io::AsyncReadExt;
+    let mut obj = bus.audio.get(&name).await.map_err(nats_err)?;
+    let mut bytes = Vec::new();
+    obj.read_to_end(&mut bytes).await.map_err(nats_err)?;
+    rec.transcript = Some(serde_json::from_slice(&bytes).map_err(nats_err)?);
+    Ok(())
+}
+
 /// A worker's heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {

@@ -215,6 +215,15 @@ fn cluster(e: ClusterError) -> ServerError {
     ServerError::Cluster(e.to_string())
 }
 
+/// What became of a record write.
+enum Written {
+    Ok(u64),
+    /// Someone else's final record is there (cancelled, or answered).
+    Superseded,
+    /// NATS did not take it.
+    Failed,
+}
+
 /// The result of trying to run a job.
 enum Ran {
     Done(Outcome),
@@ -294,10 +303,14 @@ impl Worker {
         record.worker = Some(self.id.clone());
         if !job.sync {
             match self.write(&key, &record, revision).await {
-                Some(r) => revision = Some(r),
-                None => {
+                Written::Ok(r) => revision = Some(r),
+                Written::Superseded => {
                     // Changed under us: most likely cancelled.
                     let _ = msg.double_ack().await;
+                    return;
+                }
+                Written::Failed => {
+                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
                     return;
                 }
             }
@@ -333,8 +346,15 @@ impl Worker {
                 self.dead_letter(&model, &msg.payload, &e.to_string(), &job.id).await;
             }
         }
-        if self.write(&key, &record, revision).await.is_none() {
-            tracing::info!("the job was cancelled or answered elsewhere meanwhile");
+        match self.write(&key, &record, revision).await {
+            Written::Ok(_) => {}
+            Written::Superseded => tracing::info!("the job was cancelled or answered elsewhere meanwhile"),
+            Written::Failed => {
+                // Not recorded: leave it to JetStream to deliver again.
+                tracing::warn!("cannot record the job's result; it will be redelivered");
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                return;
+            }
         }
         if let Err(e) = msg.double_ack().await {
             tracing::warn!(error = %e, "ack not confirmed; a redelivery will find the record and ack");
@@ -356,28 +376,39 @@ impl Worker {
         r
     }
 
-    /// Writes `rec` under `key` if it is still at `revision` (None: absent);
-    /// returns the new revision, or None when someone else changed it and
-    /// their write is final.
-    async fn write(&self, key: &str, rec: &JobRecord, revision: Option<u64>) -> Option<u64> {
+    /// Writes `rec` under `key` if it is still at `revision` (None: absent).
+    /// A transcript too big for one NATS message goes to the object store
+    /// (see [`super::spill_transcript`]).
+    async fn write(&self, key: &str, rec: &JobRecord, revision: Option<u64>) -> Written {
         let mut rec = rec.clone();
         rec.updated_at_ms = jobs::now_ms();
-        let value: bytes::Bytes = serde_json::to_vec(&rec).ok()?.into();
+        let limit = (self.bus.client.server_info().max_payload as usize).saturating_sub(super::RECORD_MARGIN);
+        if let Err(e) = super::spill_transcript(&self.bus, &mut rec, limit).await {
+            tracing::error!(error = %e, "cannot store the transcript");
+            return Written::Failed;
+        }
+        let Ok(value) = serde_json::to_vec(&rec) else { return Written::Failed };
+        let value: bytes::Bytes = value.into();
         let first = match revision {
             Some(r) => self.bus.jobs.update(key, value.clone(), r).await.map_err(|e| e.to_string()),
             None => self.bus.jobs.create(key, value.clone()).await.map_err(|e| e.to_string()),
         };
         match first {
-            Ok(r) => Some(r),
+            Ok(r) => Written::Ok(r),
             Err(e) => {
                 // Someone else wrote: keep a final record of theirs, else overwrite.
-                if let Ok(Some(v)) = self.bus.jobs.get(key).await {
-                    if serde_json::from_slice::<JobRecord>(&v).is_ok_and(|r| r.status.is_final()) {
-                        return None;
+                match self.bus.jobs.get(key).await {
+                    Ok(Some(v)) if serde_json::from_slice::<JobRecord>(&v).is_ok_and(|r| r.status.is_final()) => {
+                        return Written::Superseded
                     }
+                    Ok(_) => {}
+                    Err(_) => return Written::Failed,
                 }
                 tracing::debug!(error = %e, "record changed meanwhile; overwriting");
-                self.bus.jobs.put(key, value).await.ok()
+                match self.bus.jobs.put(key, value).await {
+                    Ok(r) => Written::Ok(r),
+                    Err(_) => Written::Failed,
+                }
             }
         }
     }

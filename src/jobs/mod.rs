@@ -86,6 +86,10 @@ pub struct JobRecord {
     pub queue_wait_s: Option<f64>,
     #[serde(default)]
     pub inference_s: Option<f64>,
+    /// In a cluster, a transcript too big for one NATS message is kept in
+    /// the object store under this name instead of `transcript`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript_object: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -117,6 +121,7 @@ impl JobRecord {
             worker: None,
             queue_wait_s: None,
             inference_s: None,
+            transcript_object: None,
         }
     }
 }

@@ -22,11 +22,17 @@ pub struct Nats {
     child: Option<Child>,
     pub port: u16,
     store: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl Nats {
     pub fn start() -> Nats {
-        let mut n = Nats { child: None, port: free_port(), store: tempfile::tempdir().expect("temp dir") };
+        Self::start_with(&[])
+    }
+
+    /// With extra `nats-server` arguments (e.g. `-c file.conf`).
+    pub fn start_with(extra: &[&str]) -> Nats {
+        let mut n = Nats { child: None, port: free_port(), store: tempfile::tempdir().expect("temp dir"), extra: extra.iter().map(|s| s.to_string()).collect() };
         n.spawn();
         n
     }
@@ -44,6 +50,7 @@ impl Nats {
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.store.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
