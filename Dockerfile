@@ -26,11 +26,12 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${RUST_IMAGE} AS builder
 
 # C/C++ toolchain for the cxx bridge (third_party/ct2rs), libfvad
-# (webrtc-vad) and bundled SQLite; pkg-config + zlib headers for libz-sys;
+# (webrtc-vad) and bundled SQLite; cmake for the bundled libopus
+# (opusic-sys); pkg-config + zlib headers for libz-sys;
 # CA certificates for build.rs's HTTPS download from PyPI.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      build-essential pkg-config zlib1g-dev ca-certificates \
+      build-essential cmake pkg-config zlib1g-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 ARG PIP_INDEX_URL

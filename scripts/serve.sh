@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then
+# C/C++ compilers for the native parts; cmake for the bundled libopus.
+if ! command -v cc >/dev/null || ! command -v c++ >/dev/null || ! command -v cmake >/dev/null; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq build-essential ca-certificates >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq build-essential cmake ca-certificates >/dev/null
 fi
 command -v cargo >/dev/null || { echo "Rust is needed: https://rustup.rs (cargo not found)"; exit 1; }
 cargo build --release

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of whisper-serve on a fresh Debian machine: installs the
 # system tools the tests use (sox, ffmpeg, curl, espeak-ng, nats-server for
-# the cluster tests), a Python venv
+# the cluster tests; cmake for the build's bundled libopus), a Python venv
 # (Whisper's English normaliser + jiwer for WER, the openai SDK, faster-whisper
 # for side-by-side checks), builds in release mode, fetches the test models
 # (tiny.en, base) and runs the whole suite.
@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
-for cmd in sox ffmpeg curl espeak-ng nats-server; do command -v "$cmd" >/dev/null || need+=("$cmd"); done
+# cmake: the build compiles the bundled libopus (opusic-sys) with it.
+for cmd in sox ffmpeg curl espeak-ng nats-server cmake; do command -v "$cmd" >/dev/null || need+=("$cmd"); done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> apt-get install ${need[*]}"

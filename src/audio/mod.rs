@@ -24,6 +24,7 @@ use symphonia::core::sample::Sample;
 
 mod guard;
 mod mp4_edit;
+mod opus;
 
 pub const SAMPLE_RATE: u32 = 16_000;
 
@@ -37,7 +38,7 @@ pub enum AudioError {
     Corrupt(String),
     #[error("audio of at least {seconds:.0} s exceeds the limit of {limit_s} s")]
     TooLong { seconds: f64, limit_s: f64 },
-    /// The container was understood but its codec cannot be decoded (e.g. Opus).
+    /// The container was understood but its codec cannot be decoded (e.g. WMA).
     #[error("unsupported audio codec: {0}")]
     Unsupported(String),
 }
@@ -75,7 +76,8 @@ fn decode_inner(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> 
     guard::check(bytes)?;
     let mut format = open(bytes)?;
 
-    let codecs = symphonia::default::get_codecs();
+    // symphonia's codecs plus Opus (libopus), which symphonia 0.5 lacks.
+    let codecs = opus::codecs();
     let track = format
         .tracks()
         .iter()
@@ -114,7 +116,11 @@ fn decode_inner(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, AudioError> 
 
     let mut decoder = codecs
         .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|_| AudioError::Unsupported(codec_name(track.codec_params.codec)))?;
+        .map_err(|e| match e {
+            // The codec is known but its setup data (e.g. an OpusHead) is damaged.
+            SymError::DecodeError(what) => AudioError::Corrupt(what.into()),
+            _ => AudioError::Unsupported(codec_name(track.codec_params.codec)),
+        })?;
 
     let mut out: Vec<f32> = Vec::new();
     let mut segment: Option<Segment> = None;
@@ -241,7 +247,12 @@ fn open(bytes: &[u8]) -> Result<Box<dyn FormatReader>, AudioError> {
             .format(&Hint::new(), mss, &format_opts, &MetadataOptions::default())
             .map(|probed| probed.format)
     };
-    match probe(true) {
+    // symphonia 0.5's MKV reader panics, rather than failing, when the
+    // index its SeekHead points to lies past the end of a truncated file:
+    // the case of the read errors below, so it gets the same retry.
+    let seekable = catch_unwind(AssertUnwindSafe(|| probe(true)))
+        .unwrap_or(Err(SymError::DecodeError("the reader failed on a truncated file")));
+    match seekable {
         Ok(format) => Ok(format),
         // A format marker was found but the header is broken. If the file
         // does not even start like audio, the "marker" was most likely a
@@ -263,7 +274,7 @@ fn open(bytes: &[u8]) -> Result<Box<dyn FormatReader>, AudioError> {
 
 fn unrecognised() -> AudioError {
     AudioError::Unrecognised(
-        "expected WAV, FLAC, MP3, Ogg Vorbis, M4A/MP4 (AAC, ALAC), WebM/MKV, AIFF or CAF".into(),
+        "expected WAV, FLAC, MP3, Ogg (Vorbis, Opus), M4A/MP4 (AAC, ALAC), WebM/MKV (Opus, Vorbis), AIFF or CAF".into(),
     )
 }
 
@@ -317,10 +328,15 @@ fn downmix(buf: &AudioBufferRef<'_>, out: &mut Vec<f32>) {
                 *d += (*s).into_sample();
             }
         }
-        if planes.len() > 1 {
-            let k = 1.0 / planes.len() as f32;
-            dst.iter_mut().for_each(|d| *d *= k);
-        }
+        let k = 1.0 / planes.len().max(1) as f32;
+        // Float formats may carry NaN, infinities or values far outside
+        // [-1, 1]: one such sample would turn the resampler's whole FFT
+        // block into NaN (and make rubato panic), so they are sanitised
+        // here, before resampling, not only at the end.
+        dst.iter_mut().for_each(|d| {
+            let x = *d * k;
+            *d = if x.is_finite() { x.clamp(-1.0, 1.0) } else { 0.0 };
+        });
     }
     match buf {
         AudioBufferRef::U8(b) => mix(b, out),
@@ -738,5 +754,22 @@ mod tests {
         let out = decode(&wav(FLOAT, 32, 16_000, 1, &samples, false, None), 60.0).unwrap();
         assert!(out.iter().all(|s| (-1.0..=1.0).contains(s)));
         assert_eq!(out[100], 0.0);
+    }
+
+    #[test]
+    fn non_finite_floats_do_not_break_the_resampler() {
+        // Found by fuzzing (fuzz/regressions/audio_decode/decodes_wav_f32_nan_11k.wav):
+        // a NaN or infinity reaching rubato's FFT made it panic, and the
+        // whole upload failed as malformed.
+        let mut samples = sine(44_100, 2, 1.0, 440.0, 0.5);
+        samples[1000] = f64::NAN;
+        samples[2001] = f64::INFINITY;
+        samples[3000] = -1e30;
+        let bytes = wav(FLOAT, 32, 44_100, 2, &samples, false, None);
+        let out = decode(&bytes, 60.0).expect("decodes");
+        assert_eq!(out.len(), 16_000);
+        assert!(out.iter().all(|s| (-1.0..=1.0).contains(s)));
+        // Away from the damaged samples the sine is intact.
+        assert!(correlation_with_sine(&out[4_000..], 440.0) > 0.99);
     }
 }

@@ -207,7 +207,7 @@ impl Default for ModelConfig {
             size: "base".into(),
             device: DeviceKind::Auto,
             model_dir: PathBuf::from("models"),
-            supported_formats: [".wav", ".mp3", ".m4a", ".ogg", ".flac"]
+            supported_formats: [".wav", ".mp3", ".m4a", ".ogg", ".flac", ".webm", ".opus"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
