@@ -2,6 +2,8 @@
 //! other than the two reference ones are made on the fly with `sox` and
 //! `ffmpeg`; without them these tests fail on purpose rather than skip.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -15,9 +17,7 @@ fn speech(rel: &str) -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/speech")).join(rel)
 }
 
-fn jfk_wav() -> PathBuf {
-    speech("jfk_whisper_cpp/jfk.wav")
-}
+use common::jfk_wav;
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
@@ -27,30 +27,12 @@ fn seconds(samples: &[f32]) -> f64 {
     samples.len() as f64 / f64::from(SAMPLE_RATE)
 }
 
-/// Normalised cross-correlation of `a` against `b` shifted by `lag` samples,
-/// over their overlap.
-fn ncc(a: &[f32], b: &[f32], lag: isize) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-    for (i, &x) in a.iter().enumerate() {
-        let Some(&y) = usize::try_from(i as isize + lag)
-            .ok()
-            .and_then(|j| b.get(j))
-        else {
-            continue;
-        };
-        let (x, y) = (f64::from(x), f64::from(y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa * bb).sqrt().max(1e-12)
-}
 
 /// Best correlation within ±`max_lag_s`, for codecs that may shift the signal a little.
 fn best_ncc(a: &[f32], b: &[f32], max_lag_s: f64) -> f64 {
     let max_lag = (max_lag_s * f64::from(SAMPLE_RATE)) as isize;
     (-max_lag..=max_lag)
-        .map(|lag| ncc(a, b, lag))
+        .map(|lag| common::ncc(a, b, lag))
         .fold(f64::MIN, f64::max)
 }
 
@@ -118,7 +100,7 @@ fn jfk_wav_and_flac_agree_in_length_and_timing() {
         );
     }
     // Lag 0 only: a resampler delay would show up here.
-    let c = ncc(&flac, &wav, 0);
+    let c = common::ncc(&flac, &wav, 0);
     assert!(
         c > 0.9,
         "wav vs 44.1 kHz stereo flac correlation at lag 0: {c}"

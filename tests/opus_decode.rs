@@ -91,20 +91,6 @@ fn browser_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Normalised cross-correlation of `a` against `b` shifted by `lag` samples.
-fn ncc(a: &[f32], b: &[f32], lag: isize) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-    for (i, &x) in a.iter().enumerate() {
-        let Some(&y) = usize::try_from(i as isize + lag).ok().and_then(|j| b.get(j)) else {
-            continue;
-        };
-        let (x, y) = (f64::from(x), f64::from(y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa * bb).sqrt().max(1e-12)
-}
 
 fn seconds(samples: &[f32]) -> f64 {
     samples.len() as f64 / f64::from(SAMPLE_RATE)
@@ -123,7 +109,7 @@ fn browser_opus_decodes_to_the_right_length_in_time() {
         // Pre-skip dropped: the speech lines up with jfk.wav at lag 0 (a
         // missed 312-sample pre-skip would show as a lag of 104).
         let (best_lag, best) = (-160..=160)
-            .map(|lag| (lag, ncc(&out, &reference, lag)))
+            .map(|lag| (lag, common::ncc(&out, &reference, lag)))
             .fold((0, f64::MIN), |m, x| if x.1 > m.1 { x } else { m });
         assert!(best_lag.abs() <= 1, "{name}: best lag {best_lag} samples");
         assert!(best > 0.95, "{name}: correlation {best}");

@@ -297,3 +297,19 @@ pub fn tool(cmd: &str, args: &[&str]) {
         .unwrap_or_else(|e| panic!("`{cmd}` is needed by this test (apt-get install sox ffmpeg): {e}"));
     assert!(status.success(), "{cmd} {args:?} failed");
 }
+
+/// Normalised cross-correlation of `a` against `b` shifted by `lag`
+/// samples, over their overlap.
+pub fn ncc(a: &[f32], b: &[f32], lag: isize) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (i, &x) in a.iter().enumerate() {
+        let Some(&y) = usize::try_from(i as isize + lag).ok().and_then(|j| b.get(j)) else {
+            continue;
+        };
+        let (x, y) = (f64::from(x), f64::from(y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa * bb).sqrt().max(1e-12)
+}
