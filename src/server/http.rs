@@ -194,6 +194,15 @@ pub async fn serve(
         let header_timeout = opts.header_timeout;
         tokio::spawn(async move {
             let _permit = permit;
+            // hyper-util's auto builder waits for the first bytes (to tell
+            // HTTP/1 from HTTP/2) with no timeout of its own: a client that
+            // connects and says nothing gets `header_timeout` to start (for
+            // TLS, the handshake's own timeout below does this).
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut first)).await, Ok(Ok(n)) if n > 0) {
+                tracing::debug!(peer = %peer, "closed a connection that sent nothing");
+                return;
+            }
             match tls.and_then(|t| t.acceptor()) {
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
