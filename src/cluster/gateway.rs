@@ -162,7 +162,7 @@ fn into_outcome(rec: JobRecord) -> Result<Outcome, DispatchError> {
         }),
         (_, _) => {
             let err = rec.error.unwrap_or(jobs::JobError { code: "engine_error".into(), message: "the job failed".into() });
-            if matches!(err.code.as_str(), "invalid_audio" | "audio_too_long" | "empty_file" | "invalid_param" | "upload_too_large") {
+            if err.is_input_error() {
                 Err(DispatchError::Rejected(err))
             } else {
                 Err(DispatchError::Engine(err.message))

@@ -66,10 +66,7 @@ impl From<EngineError> for DispatchError {
 impl DispatchError {
     /// Whether the request itself is at fault (trying again cannot help).
     pub fn is_input_error(&self) -> bool {
-        matches!(
-            self,
-            DispatchError::Audio(_) | DispatchError::Rejected(_) | DispatchError::BadOption(_) | DispatchError::UploadTooLarge { .. }
-        )
+        self.to_job_error().is_input_error()
     }
 
     /// The error as a job stores it; `code` uses the HTTP error codes.
@@ -159,4 +156,19 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn pool(&self) -> Option<std::sync::Arc<pool::Pool>>;
     /// Stops taking work and finishes what is in flight, up to `grace`.
     async fn shutdown(&self, grace: Duration);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_errors_are_told_apart_by_their_code() {
+        assert!(DispatchError::Audio(AudioError::Empty).is_input_error());
+        assert!(DispatchError::BadOption("language".into()).is_input_error());
+        assert!(DispatchError::Rejected(JobError { code: "audio_too_long".into(), message: "x".into() }).is_input_error());
+        assert!(!DispatchError::Rejected(JobError { code: "engine_error".into(), message: "x".into() }).is_input_error());
+        assert!(!DispatchError::Engine("boom".into()).is_input_error());
+        assert!(!DispatchError::Timeout(5).is_input_error());
+    }
 }

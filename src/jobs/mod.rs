@@ -48,6 +48,17 @@ pub struct JobError {
     pub message: String,
 }
 
+impl JobError {
+    /// Codes of failures the request itself caused: trying again cannot
+    /// help, and the client gets a 4xx.
+    pub const INPUT_CODES: &'static [&'static str] =
+        &["invalid_audio", "audio_too_long", "empty_file", "invalid_param", "upload_too_large"];
+
+    pub fn is_input_error(&self) -> bool {
+        Self::INPUT_CODES.contains(&self.code.as_str())
+    }
+}
+
 /// What the client asked for: everything needed to run the job and render
 /// its answer later.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
