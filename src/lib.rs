@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod server;
 pub mod telemetry;
 pub mod vad;
+pub mod web;
 
 #[cfg(feature = "wheel")]
 pub use ct2rs as ct2;

@@ -61,6 +61,29 @@ fn three_workers_answer_100_requests_once_each() {
     assert!(done.iter().filter(|&&n| n > 0.0).count() > 1, "one worker did everything: {done:?}");
     let (_, health) = gw.get_json("/health");
     assert_eq!(health["workers_serving_model"], 3, "{health}");
+    // The gateway's /v1/stats: its own requests, the workers as replicas,
+    // and their decode steps from the heartbeats (within a few beats).
+    let started = std::time::Instant::now();
+    let stats = loop {
+        let (s, stats) = gw.get_json("/v1/stats");
+        assert_eq!(s, 200);
+        let replicas_done: u64 = stats["load"]["replicas"].as_array().map_or(0, |r| r.iter().filter_map(|w| w["jobs_done"].as_u64()).sum());
+        if replicas_done == 100 || started.elapsed() > Duration::from_secs(10) {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(stats["mode"], "gateway");
+    assert_eq!(stats["totals"]["requests"], 100, "{stats}");
+    assert_eq!(stats["totals"]["errors"], 0, "{stats}");
+    assert_eq!(stats["load"]["replicas"].as_array().map(Vec::len), Some(3), "{stats}");
+    assert_eq!(stats["model"]["device"], "cpu");
+    assert!(stats["load"]["queue_depth"].is_u64(), "{stats}");
+    // Every request needs at least one window: windows decoded (size x steps) >= 100.
+    let windows: u64 = stats["batch_sizes"].as_object().map_or(0, |b| {
+        b.iter().map(|(size, n)| size.parse::<u64>().unwrap_or(0) * n.as_u64().unwrap_or(0)).sum()
+    });
+    assert!(windows >= 100, "decode steps seen from the workers' heartbeats: {stats}");
     eprintln!("WER {w:.4}; jobs per worker {done:?}");
 }
 

@@ -23,6 +23,23 @@ use crate::server::AppState;
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
 
+/// Submits a job: answers 202 at once with the queued job and its
+/// `Location`; poll it or give a `callback_url`.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    request_body(content = crate::api::docs::JobForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Queued", body = crate::api::docs::Job,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 400, description = "Bad form, option or audio (`invalid_audio`, `invalid_param`, `missing_field`, `unsupported_format`, `empty_file`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 401, description = "A key is required (`invalid_api_key`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 404, description = "Unknown model (`unknown_model`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 408, description = "The upload was too slow (`server.body_timeout_s`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 413, description = "Upload or audio too long (`upload_too_large`, `audio_too_long`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 429, description = "Rate limit or daily audio quota (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 500, description = "The engine failed", body = crate::api::docs::OpenAiErrorBody),
+        (status = 503, description = "Queue full, loading or no worker (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 504, description = "Not done within `limits.request_timeout_s`", body = crate::api::docs::OpenAiErrorBody),
+    ))]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -94,22 +111,49 @@ async fn receive(state: &AppState, id: &str, headers: &HeaderMap, mut form: Mult
     Ok(record)
 }
 
+/// A job's status and, once completed, its result.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = crate::api::docs::Job),
+        (status = 401, description = "A key is required", body = crate::api::docs::OpenAiErrorBody),
+        (status = 404, description = "No such job (`job_not_found`; results expire after `jobs.result_ttl_s`)", body = crate::api::docs::OpenAiErrorBody),
+    ))]
 pub(super) async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, OpenAiError> {
     let record = state.dispatcher.job(&id).await.map_err(ApiError::from)?;
     Ok(Json(jobs::public_json(&record)).into_response())
 }
 
+/// Cancels a queued or running job.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Cancelled; the job as it is now", body = crate::api::docs::Job),
+        (status = 401, description = "A key is required", body = crate::api::docs::OpenAiErrorBody),
+        (status = 404, description = "No such job", body = crate::api::docs::OpenAiErrorBody),
+        (status = 409, description = "Already final (`conflict`)", body = crate::api::docs::OpenAiErrorBody),
+    ))]
 pub(super) async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, OpenAiError> {
     let record = state.dispatcher.cancel(&id).await.map_err(ApiError::from)?;
     Ok(Json(jobs::public_json(&record)).into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Jobs per page, 1 to 100 (default 20).
     limit: Option<usize>,
+    /// The `next` of the previous page.
     after: Option<String>,
 }
 
+/// Recent jobs, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = crate::api::docs::JobList),
+        (status = 400, description = "`limit` out of range", body = crate::api::docs::OpenAiErrorBody),
+        (status = 401, description = "A key is required", body = crate::api::docs::OpenAiErrorBody),
+    ))]
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,

@@ -4,9 +4,11 @@
 //! state's [`Dispatcher`](crate::dispatch::Dispatcher) and so works the same
 //! under `serve` and `gateway`.
 
+pub mod docs;
 mod jobs;
 mod openai;
 mod original;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +16,11 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use bytes::Bytes;
 use serde_json::json;
 
@@ -30,19 +35,45 @@ pub const HEALTH_PATH: &str = "/health";
 /// Liveness: 200 while the process answers at all.
 pub const LIVENESS_PATH: &str = "/health/live";
 pub const METRICS_PATH: &str = "/metrics";
+/// The dashboard's data; keyed like `/metrics`.
+pub const STATS_PATH: &str = "/v1/stats";
+
+/// Every route, each with its entry in the OpenAPI document: routes are
+/// added only through `routes!`, which takes the path and method from the
+/// handler's `#[utoipa::path]`, so nothing is served undocumented
+/// (`tests/openapi.rs` also checks the source for plain `.route(` calls).
+fn routes(web_ui: bool) -> OpenApiRouter<Arc<AppState>> {
+    let api = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(original::transcribe))
+        .routes(routes!(openai::transcriptions))
+        .routes(routes!(openai::translations))
+        .routes(routes!(openai::models))
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::get, jobs::cancel))
+        .routes(routes!(stats::stats))
+        .merge(probe_routes());
+    if !web_ui {
+        return api;
+    }
+    api.routes(routes!(crate::web::index))
+        .routes(routes!(crate::web::dashboard))
+        .routes(routes!(crate::web::asset))
+        .routes(routes!(docs::openapi_json))
+}
 
 pub fn router(state: Arc<AppState>) -> Router {
     // Room for the multipart framing around a file of the maximum size.
     let body_limit = (state.config.limits.max_upload_mb as usize) * 1024 * 1024 + 64 * 1024;
-    Router::new()
-        .route("/transcribe", post(original::transcribe))
-        .route("/v1/audio/transcriptions", post(openai::transcriptions))
-        .route("/v1/audio/translations", post(openai::translations))
-        .route("/v1/models", get(openai::models))
-        .route("/v1/jobs", post(jobs::create).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
-        .merge(probes())
-        .merge(test_faults())
+    let web_ui = state.config.server.web_ui;
+    let (api, mut doc) = routes(web_ui).split_for_parts();
+    let api = if web_ui {
+        docs::finish(&mut doc);
+        docs::set_document(&doc);
+        api.merge(docs::swagger_ui())
+    } else {
+        api
+    };
+    api.merge(test_faults())
         // Unknown routes: answered in the route family's JSON by error::shape_errors.
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -67,12 +98,20 @@ fn test_faults() -> Router<Arc<AppState>> {
 
 /// `/health`, `/health/live` and `/metrics`: all a cluster worker serves.
 pub fn probes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(HEALTH_PATH, get(health))
-        .route(LIVENESS_PATH, get(|| async { Json(json!({"status": "alive"})) }))
-        .route(METRICS_PATH, get(metrics))
+    probe_routes().split_for_parts().0
 }
 
+fn probe_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(liveness)).routes(routes!(metrics))
+}
+
+/// Readiness: 200 once this process can serve (the model loaded; on a
+/// gateway, a live worker serves the model), else 503 with the reason.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses(
+        (status = 200, description = "Ready", body = docs::HealthBody),
+        (status = 503, description = "Not ready: loading, failed, no worker, NATS unreachable", body = docs::HealthBody),
+    ))]
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let h = state.dispatcher.health().await;
     let mut body = serde_json::Map::new();
@@ -82,7 +121,20 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     (status, Json(serde_json::Value::Object(body))).into_response()
 }
 
-/// Prometheus text format: queue, batching and job counters.
+/// Liveness: 200 while the process answers at all.
+#[utoipa::path(get, path = "/health/live", tag = "service",
+    responses((status = 200, description = "Alive: `{\"status\": \"alive\"}`")))]
+async fn liveness() -> Json<serde_json::Value> {
+    Json(json!({"status": "alive"}))
+}
+
+/// Prometheus metrics (text exposition format): requests by route and
+/// status, latencies, queue wait, inference, batch sizes, replicas, jobs.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "A key is required (`auth.metrics_requires_key`)", body = docs::OriginalErrorBody),
+    ))]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let ready = state.dispatcher.health().await.ready;
     render_metrics(ready, state.dispatcher.pool().as_deref())

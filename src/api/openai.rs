@@ -58,14 +58,54 @@ async fn route(state: Arc<AppState>, headers: HeaderMap, form: Multipart, task: 
     Ok(super::with_access(formatted(&outcome.transcript, format, task, opts.granularities), &outcome, size))
 }
 
+/// OpenAI's transcription route.
+#[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "openai",
+    request_body(content = crate::api::docs::OpenAiForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The transcription in `response_format`", content(
+            (crate::api::docs::TranscriptionBody = "application/json"),
+            (String = "text/plain"))),
+        (status = 400, description = "Bad form, option or audio (`invalid_audio`, `invalid_param`, `missing_field`, `unsupported_format`, `empty_file`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 401, description = "A key is required (`invalid_api_key`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 404, description = "Unknown model (`unknown_model`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 408, description = "The upload was too slow (`server.body_timeout_s`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 413, description = "Upload or audio too long (`upload_too_large`, `audio_too_long`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 429, description = "Rate limit or daily audio quota (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 500, description = "The engine failed", body = crate::api::docs::OpenAiErrorBody),
+        (status = 503, description = "Queue full, loading or no worker (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 504, description = "Not done within `limits.request_timeout_s`", body = crate::api::docs::OpenAiErrorBody),
+    ))]
 pub(super) async fn transcriptions(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Result<Response, OpenAiError> {
     route(state, headers, form, None).await
 }
 
+/// OpenAI's translation route: speech in any language to English text.
+#[utoipa::path(post, path = "/v1/audio/translations", tag = "openai",
+    request_body(content = crate::api::docs::OpenAiForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The transcription in `response_format`", content(
+            (crate::api::docs::TranscriptionBody = "application/json"),
+            (String = "text/plain"))),
+        (status = 400, description = "Bad form, option or audio (`invalid_audio`, `invalid_param`, `missing_field`, `unsupported_format`, `empty_file`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 401, description = "A key is required (`invalid_api_key`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 404, description = "Unknown model (`unknown_model`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 408, description = "The upload was too slow (`server.body_timeout_s`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 413, description = "Upload or audio too long (`upload_too_large`, `audio_too_long`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 429, description = "Rate limit or daily audio quota (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 500, description = "The engine failed", body = crate::api::docs::OpenAiErrorBody),
+        (status = 503, description = "Queue full, loading or no worker (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
+        (status = 504, description = "Not done within `limits.request_timeout_s`", body = crate::api::docs::OpenAiErrorBody),
+    ))]
 pub(super) async fn translations(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Result<Response, OpenAiError> {
     route(state, headers, form, Some(Task::Translate)).await
 }
 
+/// The model names the `model` field accepts.
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses(
+        (status = 200, description = "Served models", body = crate::api::docs::ModelList),
+        (status = 401, description = "A key is required", body = crate::api::docs::OpenAiErrorBody),
+    ))]
 pub(super) async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let data: Vec<_> = served_model_names(&state)
         .into_iter()

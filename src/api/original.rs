@@ -15,6 +15,24 @@ use crate::error::{ApiError, TranscribeBody};
 use crate::options;
 use crate::server::AppState;
 
+/// Transcribes an upload: the original service's route. Without
+/// `response_format` it answers `{success, text, latency, word_count,
+/// gpu_memory, error}`; with one, as the OpenAI routes do. Errors come in
+/// the same body with `success: false`.
+#[utoipa::path(post, path = "/transcribe", tag = "original",
+    request_body(content = crate::api::docs::OriginalForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Transcribed", content(
+            (crate::api::docs::OriginalAnswer = "application/json"),
+            (String = "text/plain"))),
+        (status = 400, description = "Bad form, option or audio", body = crate::api::docs::OriginalErrorBody),
+        (status = 401, description = "A key is required", body = crate::api::docs::OriginalErrorBody),
+        (status = 413, description = "Upload or audio too long", body = crate::api::docs::OriginalErrorBody),
+        (status = 429, description = "Rate limit or quota", body = crate::api::docs::OriginalErrorBody),
+        (status = 500, description = "The engine failed", body = crate::api::docs::OriginalErrorBody),
+        (status = 503, description = "Queue full, loading or no worker", body = crate::api::docs::OriginalErrorBody),
+        (status = 504, description = "Timed out", body = crate::api::docs::OriginalErrorBody),
+    ))]
 pub(super) async fn transcribe(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

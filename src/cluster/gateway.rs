@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::status::ClusterStatus;
 use super::{connect, record_key, Bus, JobMessage, SYNC_PREFIX};
 use crate::config::Config;
-use crate::dispatch::{pool::Pool, ByteStream, DispatchError, Dispatcher, Health, JobPage, Outcome, Work};
+use crate::dispatch::{pool::Pool, ByteStream, DispatchError, Dispatcher, Health, JobPage, Load, Outcome, Replica, Work};
 use crate::jobs::{self, JobRecord, JobRequest, JobStatus};
 use crate::server::{AppState, ServerError};
 
@@ -228,6 +228,42 @@ fn check_id(id: &str) -> Result<(), DispatchError> {
 
 #[async_trait]
 impl Dispatcher for NatsDispatcher {
+    fn mode(&self) -> &'static str {
+        "gateway"
+    }
+
+    async fn load(&self) -> Load {
+        let Ok(bus) = self.bus() else { return Load::default() };
+        let model = &self.config.model.size;
+        let status = ClusterStatus::gather(bus, model).await;
+        let mut load = Load { queue_depth: status.pending, ..Load::default() };
+        let mut steps: Vec<u64> = Vec::new();
+        for w in status.serving(model) {
+            load.capacity += w.capacity as u64;
+            load.in_progress += w.busy.min(w.capacity) as u64;
+            load.device.get_or_insert_with(|| w.device.clone());
+            if !w.compute_type.is_empty() {
+                load.compute_type.get_or_insert_with(|| w.compute_type.clone());
+            }
+            if steps.len() < w.batch_steps.len() {
+                steps.resize(w.batch_steps.len(), 0);
+            }
+            for (size, n) in w.batch_steps.iter().enumerate() {
+                steps[size] += n;
+            }
+            load.replicas.push(Replica {
+                id: w.id.clone(),
+                state: if w.busy > 0 { "busy" } else { "idle" }.into(),
+                busy: w.busy as u64,
+                capacity: w.capacity as u64,
+                device: w.device.clone(),
+                jobs_done: Some(w.jobs_done),
+            });
+        }
+        load.remote_batch_steps = Some(steps);
+        load
+    }
+
     async fn transcribe(&self, work: Work) -> Result<Outcome, DispatchError> {
         let deadline = Instant::now() + work.timeout;
         let bus = self.bus()?;
@@ -440,6 +476,7 @@ pub async fn run(
     let config = Arc::new(config);
     let dispatcher = NatsDispatcher::start(config.clone()).await?;
     let state = Arc::new(AppState::new(config.clone(), dispatcher));
+    crate::api::stats::spawn_sampler(&state);
     crate::server::serve_api(listener, crate::api::router(state.clone()), &config, shutdown).await?;
     crate::server::drain(&state).await;
     Ok(())

@@ -131,6 +131,12 @@ pub struct WorkerInfo {
     pub started_at_ms: i64,
     pub heartbeat_at_ms: i64,
     pub version: String,
+    /// The CTranslate2 compute type it runs (absent from older workers).
+    #[serde(default)]
+    pub compute_type: String,
+    /// Its decode steps by batch size (index = size) since it started.
+    #[serde(default)]
+    pub batch_steps: Vec<u64>,
 }
 
 /// Handles on the JetStream objects both roles use.

@@ -249,6 +249,8 @@ impl Worker {
                 started_at_ms,
                 heartbeat_at_ms: jobs::now_ms(),
                 version: env!("CARGO_PKG_VERSION").into(),
+                compute_type: self.pool.engine().compute_type().to_string(),
+                batch_steps: crate::telemetry::stats::global().batch_totals(),
             };
             if let Ok(v) = serde_json::to_vec(&info) {
                 if let Err(e) = self.bus.workers.put(&self.id, v.into()).await {

@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub body_timeout_s: u64,
     /// Open connections at most; more wait to be accepted.
     pub max_connections: usize,
+    /// Serve the pages (`/`, `/dashboard`) and the API reference (`/docs`,
+    /// `/openapi.json`); off for an API-only deployment.
+    pub web_ui: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +200,7 @@ impl Default for ServerConfig {
             header_timeout_s: 10,
             body_timeout_s: 0,
             max_connections: 1024,
+            web_ui: true,
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::pool::{BatchSettings, Pool, Reply};
-use super::{ByteStream, DispatchError, Dispatcher, Health, JobPage, Outcome, Work};
+use super::{ByteStream, DispatchError, Dispatcher, Health, JobPage, Load, Outcome, Replica, Work};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::jobs::store::{JobStore, StoreError};
@@ -278,6 +278,12 @@ impl LocalDispatcher {
         match written {
             Ok(Some(rec)) if rec.status == status => {
                 tracing::info!(job_id = %id, request_id = %rec.request.request_id, status = status.as_str(), "job finished");
+                crate::telemetry::stats::global().job(
+                    &rec.request.request_id,
+                    rec.outcome_status(),
+                    (rec.updated_at_ms - rec.created_at_ms) as f64,
+                    rec.audio_seconds,
+                );
                 self.notify(&rec);
             }
             Ok(_) => {}
@@ -320,6 +326,45 @@ pub(crate) fn outcome(reply: Result<Reply, oneshot::error::RecvError>) -> Result
 
 #[async_trait]
 impl Dispatcher for LocalDispatcher {
+    fn mode(&self) -> &'static str {
+        "serve"
+    }
+
+    async fn load(&self) -> Load {
+        let Some(pool) = self.pool.get() else {
+            // Still loading (or failed): the configured replicas, none ready.
+            let n = self.config.deployment.num_replicas.max(1) as usize;
+            let replicas = (0..n)
+                .map(|i| Replica { id: format!("replica-{i}"), state: "loading".into(), ..Replica::default() })
+                .collect();
+            return Load { replicas, ..Load::default() };
+        };
+        let per = pool.max_batch_size() as u64;
+        let device = pool.engine().device().to_string();
+        let replicas = pool
+            .busy_by_replica()
+            .into_iter()
+            .enumerate()
+            .map(|(i, busy)| Replica {
+                id: format!("replica-{i}"),
+                state: if busy > 0 { "busy" } else { "idle" }.into(),
+                busy: busy as u64,
+                capacity: per,
+                device: device.clone(),
+                jobs_done: None,
+            })
+            .collect();
+        Load {
+            queue_depth: Some(pool.queued() as u64),
+            in_progress: pool.running() as u64,
+            capacity: pool.capacity() as u64,
+            replicas,
+            device: Some(device),
+            compute_type: Some(pool.engine().compute_type().to_string()),
+            remote_batch_steps: None,
+        }
+    }
+
     async fn transcribe(&self, work: Work) -> Result<Outcome, DispatchError> {
         let secs = work.timeout.as_secs();
         match tokio::time::timeout(work.timeout, self.run(work.audio, work.options, std::future::pending())).await {

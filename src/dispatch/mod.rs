@@ -125,6 +125,43 @@ pub struct Health {
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What the dispatcher is doing now, for `/v1/stats` and the dashboard.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Load {
+    /// Transcriptions waiting for a replica (in cluster mode: jobs waiting
+    /// in the stream for a worker); null when it cannot be read now.
+    pub queue_depth: Option<u64>,
+    /// Transcriptions being decoded.
+    pub in_progress: u64,
+    /// Transcriptions that can be decoded at once (replicas x batch size,
+    /// summed over live workers).
+    pub capacity: u64,
+    /// Replicas of this process (`serve`) or live workers (`gateway`).
+    pub replicas: Vec<Replica>,
+    /// `cpu` or `cuda` (null until the model is loaded / a worker is seen).
+    pub device: Option<String>,
+    pub compute_type: Option<String>,
+    /// Decode steps by batch size (index = size) counted by other processes
+    /// (a gateway's workers), cumulative; None where the steps are counted
+    /// in this process.
+    #[serde(skip)]
+    pub remote_batch_steps: Option<Vec<u64>>,
+}
+
+/// One replica (a batcher thread) or one cluster worker.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Replica {
+    pub id: String,
+    /// `idle`, `busy` or `loading`.
+    pub state: String,
+    /// Transcriptions it holds now.
+    pub busy: u64,
+    pub capacity: u64,
+    pub device: String,
+    /// Jobs finished (cluster workers only).
+    pub jobs_done: Option<u64>,
+}
+
 /// A page of `GET /v1/jobs`.
 pub struct JobPage {
     pub jobs: Vec<JobRecord>,
@@ -134,6 +171,12 @@ pub struct JobPage {
 
 #[async_trait]
 pub trait Dispatcher: Send + Sync + 'static {
+    /// What it is doing now (queue, replicas or workers).
+    async fn load(&self) -> Load;
+
+    /// `serve` or `gateway`.
+    fn mode(&self) -> &'static str;
+
     /// Transcribes one upload and waits for it, up to `work.timeout`.
     async fn transcribe(&self, work: Work) -> Result<Outcome, DispatchError>;
 

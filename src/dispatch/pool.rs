@@ -75,6 +75,8 @@ pub struct Pool {
     replicas: usize,
     max_batch_size: usize,
     running: Arc<AtomicUsize>,
+    /// Transcriptions each replica holds now.
+    busy: Arc<Vec<AtomicUsize>>,
     stats: Arc<Stats>,
     engine: Arc<Engine>,
 }
@@ -86,9 +88,10 @@ impl Pool {
         let running = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Stats::default());
         let replicas = replicas.max(1);
+        let busy: Arc<Vec<AtomicUsize>> = Arc::new((0..replicas).map(|_| AtomicUsize::new(0)).collect());
         let workers = (0..replicas)
             .map(|i| {
-                let b = Batcher { rx: rx.clone(), engine: engine.clone(), running: running.clone(), stats: stats.clone(), settings: batching, replica: i };
+                let b = Batcher { rx: rx.clone(), engine: engine.clone(), running: running.clone(), busy: busy.clone(), stats: stats.clone(), settings: batching, replica: i };
                 std::thread::Builder::new()
                     .name(format!("replica-{i}"))
                     .spawn(move || b.run())
@@ -98,7 +101,7 @@ impl Pool {
         if engine.is_cuda() {
             crate::telemetry::metrics::watch_gpu_memory();
         }
-        Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, max_batch_size: batching.max_batch_size.max(1), running, stats, engine }
+        Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, max_batch_size: batching.max_batch_size.max(1), running, busy, stats, engine }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -112,6 +115,16 @@ impl Pool {
 
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// Transcriptions each replica holds now.
+    pub fn busy_by_replica(&self) -> Vec<usize> {
+        self.busy.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Most transcriptions one replica decodes together.
+    pub fn max_batch_size(&self) -> usize {
+        self.max_batch_size
     }
 
     pub fn stats(&self) -> &Stats {
@@ -185,6 +198,7 @@ struct Batcher {
     rx: Receiver<Job>,
     engine: Arc<Engine>,
     running: Arc<AtomicUsize>,
+    busy: Arc<Vec<AtomicUsize>>,
     stats: Arc<Stats>,
     settings: BatchSettings,
     /// This batcher's index, the `replica` of its metrics and spans.
@@ -260,6 +274,7 @@ impl Batcher {
         match Decoding::new(&self.engine, job.audio, job.options) {
             Ok(decoding) => {
                 self.running.fetch_add(1, Ordering::Relaxed);
+                self.busy[self.replica].fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
                 // Measured as the answer's `queue_wait_s` is.
                 crate::telemetry::metrics::job_started(started.duration_since(job.enqueued));
@@ -323,6 +338,7 @@ impl Batcher {
             } else if a.reply.is_closed() {
                 // Abandoned by its client (timeout or disconnect).
                 self.running.fetch_sub(1, Ordering::Relaxed);
+                self.busy[self.replica].fetch_sub(1, Ordering::Relaxed);
             } else if a.decoding.is_done() {
                 let Active { decoding, reply, audio_s, enqueued, started, span, .. } = a;
                 let done = Done {
@@ -346,6 +362,7 @@ impl Batcher {
     fn done(&self, reply: oneshot::Sender<Reply>, audio_s: f64, enqueued: Instant, span: &tracing::Span, result: Reply) {
         let _in_job = span.enter();
         self.running.fetch_sub(1, Ordering::Relaxed);
+        self.busy[self.replica].fetch_sub(1, Ordering::Relaxed);
         if let Ok(d) = &result {
             self.stats.jobs_done.fetch_add(1, Ordering::Relaxed);
             self.stats.audio_ms.fetch_add((audio_s * 1000.0) as u64, Ordering::Relaxed);

@@ -156,6 +156,7 @@ pub struct Engine {
     multilingual: bool,
     model_path: PathBuf,
     cuda: bool,
+    compute_type: String,
 }
 
 impl Engine {
@@ -190,7 +191,7 @@ impl Engine {
         let multilingual = whisper.is_multilingual();
         let mel = MelExtractor::new(whisper.n_mels());
         release_freed_memory();
-        Ok(Self { whisper, tokenizer, encoder, mel, multilingual, model_path: path.to_path_buf(), cuda: opts.cuda })
+        Ok(Self { whisper, tokenizer, encoder, mel, multilingual, model_path: path.to_path_buf(), cuda: opts.cuda, compute_type: opts.compute_type.clone() })
     }
 
     pub fn is_multilingual(&self) -> bool {
@@ -203,6 +204,16 @@ impl Engine {
 
     pub fn is_cuda(&self) -> bool {
         self.cuda
+    }
+
+    /// `cuda` or `cpu`.
+    pub fn device(&self) -> &'static str {
+        if self.cuda { "cuda" } else { "cpu" }
+    }
+
+    /// The CTranslate2 compute type in use (`int8`, `float16`, ...).
+    pub fn compute_type(&self) -> &str {
+        &self.compute_type
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

@@ -39,6 +39,21 @@ impl JobStatus {
     }
 }
 
+impl JobRecord {
+    /// The HTTP status a synchronous request would have had, for the
+    /// dashboard's list: 200 done, 499 cancelled (nginx's "client closed"),
+    /// 400 for the input's fault, 500 otherwise; 0 while not final.
+    pub fn outcome_status(&self) -> u16 {
+        match self.status {
+            JobStatus::Completed => 200,
+            JobStatus::Cancelled => 499,
+            JobStatus::Failed if self.error.as_ref().is_some_and(JobError::is_input_error) => 400,
+            JobStatus::Failed => 500,
+            JobStatus::Queued | JobStatus::Running => 0,
+        }
+    }
+}
+
 /// Why a job failed: a machine-readable code (the same codes as the HTTP
 /// errors: `invalid_audio`, `audio_too_long`, `engine_error`, ...) and a
 /// message for people.

@@ -65,12 +65,16 @@ impl Security {
         }
     }
 
-    /// Routes anyone may call: the probes, and `/metrics` unless configured otherwise.
+    /// Routes anyone may call: the probes, the pages and the API reference
+    /// (the pages ask for a key and send it with their API calls), and
+    /// `/metrics` and `/v1/stats` unless configured otherwise.
     fn is_open(&self, path: &str) -> bool {
         match path {
             crate::api::HEALTH_PATH | crate::api::LIVENESS_PATH => true,
-            crate::api::METRICS_PATH => !self.config.auth.metrics_requires_key,
-            _ => false,
+            crate::api::METRICS_PATH | crate::api::STATS_PATH => !self.config.auth.metrics_requires_key,
+            crate::api::docs::OPENAPI_PATH | crate::api::docs::DOCS_PATH => true,
+            p if p.starts_with("/docs/") => true,
+            p => crate::web::is_public(p),
         }
     }
 }

@@ -137,6 +137,7 @@ pub async fn run(
             }
         })
     };
+    crate::api::stats::spawn_sampler(&state);
     serve_api(listener, crate::api::router(state.clone()), &config, shutdown).await?;
     loader.abort();
     drain(&state).await;

@@ -157,6 +157,11 @@ impl AccessRecord {
         self.latency_ms = round(elapsed.as_secs_f64() * 1000.0, 1);
     }
 
+    /// Counts the request in the dashboard's statistics (transcription routes only).
+    pub fn count(&self) {
+        crate::telemetry::stats::global().request(&self.method, &self.route, self.status, self.latency_ms, self.audio_s, &self.request_id);
+    }
+
     /// Writes the line; the transcript only if `with_text` (and then the
     /// formatters still hide it unless `logging.log_transcripts` is on).
     pub fn emit(&self, with_text: bool) {
@@ -206,6 +211,7 @@ impl Drop for InFlight {
             r.status = CLIENT_CLOSED_REQUEST;
             r.latency_ms = round(self.started.elapsed().as_secs_f64() * 1000.0, 1);
             r.emit(false);
+            r.count();
         }
     }
 }
@@ -220,6 +226,7 @@ pub async fn access_log(req: Request, next: Next) -> Response {
     if let Some(mut r) = in_flight.record.take() {
         r.complete(&response, in_flight.started.elapsed());
         r.emit(log_transcripts());
+        r.count();
     }
     response
 }

@@ -217,6 +217,7 @@ pub fn job_done(inference_s: f64, audio_s: f64) {
 pub fn batch_step(replica: usize, windows: usize, took: Duration) {
     init();
     histogram!(BATCH_SIZE).record(windows as f64);
+    crate::telemetry::stats::global().batch(windows);
     gauge!(REPLICA_BUSY, "replica" => replica.to_string()).increment(took.as_secs_f64());
 }
 

@@ -9,4 +9,5 @@ pub mod format;
 pub mod logging;
 pub mod metrics;
 pub mod rotation;
+pub mod stats;
 pub mod traces;
