@@ -292,6 +292,13 @@ fn the_async_job_api_over_nats() {
     let (_, c) = gw.get_json(&format!("/v1/jobs/{cancelled_id}"));
     assert_eq!(c["status"], "cancelled", "{c}");
     assert_eq!(w.metric("whisper_serve_jobs_done_total"), 1.0);
+    // The gateway's stats count the async job's completion (with its audio)
+    // and the cancelled one, as they were written by the worker and gateway.
+    let (_, stats) = gw.get_json("/v1/stats");
+    let recent = stats["recent"].as_array().expect("recent");
+    let finished: Vec<u64> = recent.iter().filter(|r| r["method"] == "JOB").filter_map(|r| r["status"].as_u64()).collect();
+    assert!(finished.contains(&200) && finished.contains(&499), "{stats}");
+    assert!((stats["totals"]["audio_seconds"].as_f64().unwrap_or(0.0) - 11.0).abs() < 0.1, "{stats}");
     // Listing, newest first, paged.
     let (s, page) = gw.get_json("/v1/jobs?limit=1");
     assert_eq!(s, 200);

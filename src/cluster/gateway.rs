@@ -205,6 +205,12 @@ async fn listen_for_records(client: async_nats::Client, bucket: String, waiters:
                     if !rec.status.is_final() {
                         continue;
                     }
+                    // Async jobs finish on some worker: every gateway counts
+                    // them as they are written (sync ones it counts as requests).
+                    if !key.starts_with(super::SYNC_PREFIX) {
+                        let took_ms = (rec.updated_at_ms - rec.created_at_ms) as f64;
+                        crate::telemetry::stats::global().job(&rec.request.request_id, rec.outcome_status(), took_ms, rec.audio_seconds);
+                    }
                     let waiter = waiters.lock().ok().and_then(|mut w| w.remove(key));
                     if let Some(tx) = waiter {
                         let _ = tx.send(rec);
