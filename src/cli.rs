@@ -1,4 +1,4 @@
-//! Command line: `serve`, `transcribe`, `models pull|list`, `loadtest`.
+//! Command line: `serve`, `transcribe`, `models pull|list`, `cuda pull`, `loadtest`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,8 +76,27 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// NVIDIA libraries for `model.device` cuda / auto.
+    Cuda {
+        #[command(subcommand)]
+        command: CudaCommand,
+    },
     /// Load-test a running server; prints a table, writes it with a chart to --out.
     Loadtest(crate::loadtest::Args),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CudaCommand {
+    /// Download cuBLAS 12 (PyPI's nvidia-cublas-cu12 wheel) into engine.cuda_dir,
+    /// for machines with the NVIDIA driver but no CUDA toolkit.
+    Pull {
+        /// PEP 503 simple index (default: $PIP_INDEX_URL, else https://pypi.org/simple).
+        #[arg(long, value_name = "URL")]
+        index_url: Option<String>,
+        /// Install exactly this 12.x version (default: the newest 12.x).
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -216,6 +235,17 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Loadtest(args) => crate::loadtest::run(args).await,
+        Command::Cuda { command: CudaCommand::Pull { index_url, version } } => {
+            let mut opts = crate::gpu::pull::PullOptions::from_env();
+            if let Some(url) = index_url {
+                opts.index_url = url;
+            }
+            opts.version = version;
+            let cuda_dir = config.cuda_dir();
+            let outcome = crate::gpu::pull::pull(&cuda_dir, &opts).await?;
+            println!("{}", crate::gpu::pull::summary(&cuda_dir, &outcome));
+            Ok(())
+        }
         Command::Models { command } => match command {
             ModelsCommand::Pull { name } => {
                 let mut opts = crate::models::PullOptions::from_env();

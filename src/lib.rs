@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod formats;
+pub mod gpu;
 pub mod jobs;
 pub mod loadtest;
 pub mod models;

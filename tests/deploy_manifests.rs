@@ -658,13 +658,14 @@ fn check_worker(
         problems.push(format!("{at}: no memory request and limit"));
     }
 
-    // GPUs: ceil(num_replicas × gpu_per_replica) when the model runs on CUDA; none otherwise.
+    // GPUs: as many as the replicas need (gpu::placement) when the model runs on CUDA; none otherwise.
     let gpus = limits
         .get("nvidia.com/gpu")
         .map(|q| q.0.trim().parse::<i64>().unwrap_or(-1));
     match cfg.model.device {
         DeviceKind::Cuda => {
-            let want = (d.num_replicas as f64 * d.gpu_per_replica).ceil() as i64;
+            let per = whisper_serve::gpu::placement::per_device(d.gpu_per_replica).unwrap_or(d.num_replicas as usize);
+            let want = (d.num_replicas as usize).div_ceil(per.max(1)) as i64;
             if want < 1 {
                 problems.push(format!(
                     "{at}: model.device is cuda but gpu_per_replica is {}",
@@ -673,7 +674,7 @@ fn check_worker(
             }
             if gpus != Some(want) {
                 problems.push(format!(
-                    "{at}: limits nvidia.com/gpu = {gpus:?}, want ceil(num_replicas × gpu_per_replica) = ceil({} × {}) = {want}",
+                    "{at}: limits nvidia.com/gpu = {gpus:?}, want ceil(num_replicas / replicas per GPU) for {} × {} = {want}",
                     d.num_replicas, d.gpu_per_replica
                 ));
             }

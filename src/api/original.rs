@@ -52,7 +52,7 @@ pub(super) async fn transcribe(
             word_count: transcript.text.split_whitespace().count(),
             text: transcript.text.clone(),
             latency: started.elapsed().as_secs_f64(),
-            gpu_memory: state.gpu_memory_gb(),
+            gpu_memory: outcome.gpu_memory_gb,
             error: None,
         })
         .into_response(),

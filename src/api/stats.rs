@@ -64,6 +64,9 @@ pub struct StatsBody {
     pub started_at: i64,
     /// Replicas (or workers), queue depth and capacity, now.
     pub load: Load,
+    /// This process's GPUs (memory, utilisation) from NVML; empty on CPU,
+    /// without NVML, and on a gateway (each worker's `/metrics` has its own).
+    pub gpus: Vec<crate::gpu::nvml::GpuSample>,
     /// The last minute.
     pub now: Summary,
     /// The whole window asked for.
@@ -112,6 +115,7 @@ pub(super) async fn stats(State(state): State<Arc<AppState>>, Query(q): Query<St
         batch_sizes: c.batch_sizes(window_s),
         series: Series { step_s: stats::STEP_S, points: c.series(window_s) },
         recent: c.recent(recent),
+        gpus: crate::gpu::nvml::samples(),
         load,
     }))
 }

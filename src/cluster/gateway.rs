@@ -159,6 +159,7 @@ fn into_outcome(rec: JobRecord) -> Result<Outcome, DispatchError> {
             transcript,
             queue_wait_s: rec.queue_wait_s.unwrap_or(0.0),
             inference_s: rec.inference_s.unwrap_or(0.0),
+            gpu_memory_gb: rec.gpu_memory_gb.unwrap_or(0.0),
         }),
         (_, _) => {
             let err = rec.error.unwrap_or(jobs::JobError { code: "engine_error".into(), message: "the job failed".into() });

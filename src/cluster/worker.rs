@@ -103,13 +103,11 @@ async fn work(config: Arc<Config>, probe: Arc<Probe>, shutdown: impl std::future
     let client = connect(&config.cluster, &id, true).await.map_err(cluster)?;
     let _ = probe.client.set(client.clone());
     let engine = Arc::new(crate::server::load_engine(&config).await?);
-    let device = if engine.is_cuda() { "cuda" } else { "cpu" };
-    let batching = BatchSettings {
-        max_batch_size: config.batching.max_batch_size,
-        max_wait: Duration::from_millis(config.batching.max_wait_ms),
-    };
+    let device = engine.device();
+    let (max_batch_size, wait_ms) = config.batch_limits(engine.is_cuda());
+    let batching = BatchSettings { max_batch_size, max_wait: Duration::from_millis(wait_ms) };
     let replicas = config.deployment.num_replicas as usize;
-    let capacity = replicas * config.batching.max_batch_size.max(1);
+    let capacity = replicas * max_batch_size.max(1);
     let pool = Arc::new(Pool::start(engine, replicas, config.limits.max_queue.max(capacity), batching));
     let _ = probe.pool.set(pool.clone());
     let bus = loop {
@@ -326,6 +324,7 @@ impl Worker {
                 record.status = JobStatus::Completed;
                 record.audio_seconds = Some(o.transcript.duration);
                 record.queue_wait_s = Some(o.queue_wait_s);
+                record.gpu_memory_gb = Some(o.gpu_memory_gb);
                 record.inference_s = Some(o.inference_s);
                 record.transcript = Some(o.transcript);
                 self.done.fetch_add(1, Ordering::Relaxed);

@@ -168,6 +168,9 @@ pub struct EngineConfig {
     pub threads_per_replica: u32,
     /// Freed memory (MB) the C allocator keeps for reuse; 0 = glibc's defaults.
     pub reuse_memory_mb: u32,
+    /// Where `whisper-serve cuda pull` puts NVIDIA's libraries and where
+    /// the engine looks for them; null = `cuda` beside `model.model_dir`.
+    pub cuda_dir: Option<PathBuf>,
 }
 
 /// Dynamic batching in each replica: windows of up to `max_batch_size`
@@ -178,11 +181,15 @@ pub struct EngineConfig {
 pub struct BatchingConfig {
     pub max_batch_size: usize,
     pub max_wait_ms: u64,
+    /// The same two on a CUDA device, where one encoder call takes the
+    /// whole batch and bigger batches pay off.
+    pub gpu_max_batch_size: usize,
+    pub gpu_max_wait_ms: u64,
 }
 
 impl Default for BatchingConfig {
     fn default() -> Self {
-        Self { max_batch_size: 4, max_wait_ms: 10 }
+        Self { max_batch_size: 4, max_wait_ms: 10, gpu_max_batch_size: 16, gpu_max_wait_ms: 20 }
     }
 }
 
@@ -262,7 +269,7 @@ impl Default for LimitsConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { compute_type: "auto".into(), threads_per_replica: 0, reuse_memory_mb: 256 }
+        Self { compute_type: "auto".into(), threads_per_replica: 0, reuse_memory_mb: 256, cuda_dir: None }
     }
 }
 
@@ -733,6 +740,12 @@ impl Config {
         if self.server.shutdown_timeout_s > 3600 {
             return bad("server.shutdown_timeout_s", &self.server.shutdown_timeout_s, "0-3600");
         }
+        if !(1..=256).contains(&self.batching.gpu_max_batch_size) {
+            return bad("batching.gpu_max_batch_size", &self.batching.gpu_max_batch_size, "1-256");
+        }
+        if self.batching.gpu_max_wait_ms > 10_000 {
+            return bad("batching.gpu_max_wait_ms", &self.batching.gpu_max_wait_ms, "0-10000");
+        }
         if self.batching.max_wait_ms > 10_000 {
             return bad("batching.max_wait_ms", &self.batching.max_wait_ms, "0-10000");
         }
@@ -806,23 +819,31 @@ impl Config {
 
     /// `engine.compute_type` with "auto" resolved: "int8" on CPU, "float16"
     /// on CUDA. Other values are returned unchanged.
+    /// Where NVIDIA's libraries are pulled to and looked for: `engine.cuda_dir`,
+    /// else `cuda` beside `model.model_dir`.
+    pub fn cuda_dir(&self) -> PathBuf {
+        if let Some(d) = &self.engine.cuda_dir {
+            return d.clone();
+        }
+        let models = &self.model.model_dir;
+        match models.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.join("cuda"),
+            _ => PathBuf::from("cuda"),
+        }
+    }
+
+    /// Batching for the device the engine runs on.
+    pub fn batch_limits(&self, cuda: bool) -> (usize, u64) {
+        let b = &self.batching;
+        if cuda { (b.gpu_max_batch_size, b.gpu_max_wait_ms) } else { (b.max_batch_size, b.max_wait_ms) }
+    }
+
     pub fn resolved_compute_type(&self, cuda: bool) -> &str {
         match self.engine.compute_type.as_str() {
             "auto" if cuda => "float16",
             "auto" => "int8",
             other => other,
         }
-    }
-
-    /// GPU index for engine replica `replica` (0-based) when the device is
-    /// CUDA: `floor(replica × gpu_per_replica)`, so 1.0 gives one GPU per
-    /// replica, 0.5 two replicas per GPU, and 0 puts every replica on GPU 0.
-    pub fn gpu_index(&self, replica: usize) -> usize {
-        let g = self.deployment.gpu_per_replica;
-        if !(g.is_finite() && g > 0.0) {
-            return 0;
-        }
-        (replica as f64 * g).floor() as usize
     }
 }
 
@@ -1137,13 +1158,4 @@ mod tests {
         assert_eq!(c.resolved_compute_type(true), "int8_float16");
     }
 
-    #[test]
-    fn gpu_index_from_gpu_per_replica() {
-        let mut c = Config::default();
-        assert_eq!(c.gpu_index(3), 0);
-        c.deployment.gpu_per_replica = 1.0;
-        assert_eq!((0..3).map(|r| c.gpu_index(r)).collect::<Vec<_>>(), vec![0, 1, 2]);
-        c.deployment.gpu_per_replica = 0.5;
-        assert_eq!((0..4).map(|r| c.gpu_index(r)).collect::<Vec<_>>(), vec![0, 0, 1, 1]);
-    }
 }

