@@ -171,7 +171,7 @@ fn answers_report_gpu_memory_and_stats_say_cuda() {
     }
     let server = Server::start(cuda_config("tiny.en", json!({})));
     assert_on_cuda(&server);
-    // The server samples nvidia-smi every 5 s from the moment the model is
+    // The server samples NVML every 2 s from the moment the model is
     // loaded; the first answers may come before the first sample.
     let deadline = Instant::now() + Duration::from_secs(20);
     let gb = loop {
