@@ -252,6 +252,39 @@ pub struct VerboseTranscription {
     pub words: Option<Vec<VerboseWord>>,
 }
 
+/// The errors of the OpenAI-shaped transcription routes (and job submission).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // For the document only.
+pub enum TranscriptionErrors {
+    /// Bad form, option or audio (`invalid_audio`, `invalid_param`, `missing_field`, `unsupported_format`, `empty_file`)
+    #[response(status = 400)]
+    BadRequest(OpenAiErrorBody),
+    /// A key is required (`invalid_api_key`)
+    #[response(status = 401)]
+    Unauthorized(OpenAiErrorBody),
+    /// Unknown model (`unknown_model`)
+    #[response(status = 404)]
+    UnknownModel(OpenAiErrorBody),
+    /// The upload was too slow (`server.body_timeout_s`)
+    #[response(status = 408)]
+    BodyTimeout(OpenAiErrorBody),
+    /// Upload or audio too long (`upload_too_large`, `audio_too_long`)
+    #[response(status = 413)]
+    TooLarge(OpenAiErrorBody),
+    /// Rate limit or daily audio quota (`Retry-After`)
+    #[response(status = 429)]
+    RateLimited(OpenAiErrorBody),
+    /// The engine failed
+    #[response(status = 500)]
+    Engine(OpenAiErrorBody),
+    /// Queue full, loading or no worker (`Retry-After`)
+    #[response(status = 503)]
+    Unavailable(OpenAiErrorBody),
+    /// Not done within `limits.request_timeout_s`
+    #[response(status = 504)]
+    Timeout(OpenAiErrorBody),
+}
+
 /// `POST /transcribe`'s JSON answer: the original body without
 /// `response_format`, else the format asked for.
 #[derive(Serialize, ToSchema)]

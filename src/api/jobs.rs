@@ -30,15 +30,7 @@ const MAX_PAGE: usize = 100;
     responses(
         (status = 202, description = "Queued", body = crate::api::docs::Job,
             headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
-        (status = 400, description = "Bad form, option or audio (`invalid_audio`, `invalid_param`, `missing_field`, `unsupported_format`, `empty_file`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 401, description = "A key is required (`invalid_api_key`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 404, description = "Unknown model (`unknown_model`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 408, description = "The upload was too slow (`server.body_timeout_s`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 413, description = "Upload or audio too long (`upload_too_large`, `audio_too_long`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 429, description = "Rate limit or daily audio quota (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 500, description = "The engine failed", body = crate::api::docs::OpenAiErrorBody),
-        (status = 503, description = "Queue full, loading or no worker (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 504, description = "Not done within `limits.request_timeout_s`", body = crate::api::docs::OpenAiErrorBody),
+        crate::api::docs::TranscriptionErrors,
     ))]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,

@@ -65,15 +65,7 @@ async fn route(state: Arc<AppState>, headers: HeaderMap, form: Multipart, task: 
         (status = 200, description = "The transcription in `response_format`", content(
             (crate::api::docs::TranscriptionBody = "application/json"),
             (String = "text/plain"))),
-        (status = 400, description = "Bad form, option or audio (`invalid_audio`, `invalid_param`, `missing_field`, `unsupported_format`, `empty_file`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 401, description = "A key is required (`invalid_api_key`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 404, description = "Unknown model (`unknown_model`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 408, description = "The upload was too slow (`server.body_timeout_s`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 413, description = "Upload or audio too long (`upload_too_large`, `audio_too_long`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 429, description = "Rate limit or daily audio quota (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 500, description = "The engine failed", body = crate::api::docs::OpenAiErrorBody),
-        (status = 503, description = "Queue full, loading or no worker (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 504, description = "Not done within `limits.request_timeout_s`", body = crate::api::docs::OpenAiErrorBody),
+        crate::api::docs::TranscriptionErrors,
     ))]
 pub(super) async fn transcriptions(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Result<Response, OpenAiError> {
     route(state, headers, form, None).await
@@ -86,15 +78,7 @@ pub(super) async fn transcriptions(State(state): State<Arc<AppState>>, headers: 
         (status = 200, description = "The transcription in `response_format`", content(
             (crate::api::docs::TranscriptionBody = "application/json"),
             (String = "text/plain"))),
-        (status = 400, description = "Bad form, option or audio (`invalid_audio`, `invalid_param`, `missing_field`, `unsupported_format`, `empty_file`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 401, description = "A key is required (`invalid_api_key`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 404, description = "Unknown model (`unknown_model`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 408, description = "The upload was too slow (`server.body_timeout_s`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 413, description = "Upload or audio too long (`upload_too_large`, `audio_too_long`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 429, description = "Rate limit or daily audio quota (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 500, description = "The engine failed", body = crate::api::docs::OpenAiErrorBody),
-        (status = 503, description = "Queue full, loading or no worker (`Retry-After`)", body = crate::api::docs::OpenAiErrorBody),
-        (status = 504, description = "Not done within `limits.request_timeout_s`", body = crate::api::docs::OpenAiErrorBody),
+        crate::api::docs::TranscriptionErrors,
     ))]
 pub(super) async fn translations(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Result<Response, OpenAiError> {
     route(state, headers, form, Some(Task::Translate)).await

@@ -104,10 +104,9 @@ async fn work(config: Arc<Config>, probe: Arc<Probe>, shutdown: impl std::future
     let _ = probe.client.set(client.clone());
     let engine = Arc::new(crate::server::load_engine(&config).await?);
     let device = engine.device();
-    let (max_batch_size, wait_ms) = config.batch_limits(engine.is_cuda());
-    let batching = BatchSettings { max_batch_size, max_wait: Duration::from_millis(wait_ms) };
+    let batching = BatchSettings::from_config(&config, engine.is_cuda());
     let replicas = config.deployment.num_replicas as usize;
-    let capacity = replicas * max_batch_size.max(1);
+    let capacity = replicas * batching.max_batch_size.max(1);
     let pool = Arc::new(Pool::start(engine, replicas, config.limits.max_queue.max(capacity), batching));
     let _ = probe.pool.set(pool.clone());
     let bus = loop {

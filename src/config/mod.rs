@@ -185,11 +185,18 @@ pub struct BatchingConfig {
     /// whole batch and bigger batches pay off.
     pub gpu_max_batch_size: usize,
     pub gpu_max_wait_ms: u64,
+    /// Short requests waiting at one replica share one 30 s window.
+    pub pack_short_clips: bool,
+    /// Requests up to this long are packed.
+    pub pack_max_seconds: f64,
+    /// Silence between packed requests.
+    pub pack_gap_ms: u64,
 }
 
 impl Default for BatchingConfig {
     fn default() -> Self {
-        Self { max_batch_size: 4, max_wait_ms: 10, gpu_max_batch_size: 16, gpu_max_wait_ms: 20 }
+        Self { max_batch_size: 4, max_wait_ms: 10, gpu_max_batch_size: 16, gpu_max_wait_ms: 20,
+            pack_short_clips: false, pack_max_seconds: 12.0, pack_gap_ms: 1000 }
     }
 }
 
@@ -742,6 +749,13 @@ impl Config {
         }
         if !(1..=256).contains(&self.batching.gpu_max_batch_size) {
             return bad("batching.gpu_max_batch_size", &self.batching.gpu_max_batch_size, "1-256");
+        }
+        let p = self.batching.pack_max_seconds;
+        if !(p.is_finite() && p > 0.0 && p <= 29.0) {
+            return bad("batching.pack_max_seconds", &p, "a number in (0, 29]");
+        }
+        if self.batching.pack_gap_ms > 10_000 {
+            return bad("batching.pack_gap_ms", &self.batching.pack_gap_ms, "0-10000");
         }
         if self.batching.gpu_max_wait_ms > 10_000 {
             return bad("batching.gpu_max_wait_ms", &self.batching.gpu_max_wait_ms, "0-10000");

@@ -78,8 +78,7 @@ impl LocalDispatcher {
     /// Starts the engine pool and resumes the jobs a previous run left.
     pub async fn attach(self: &Arc<Self>, engine: Arc<Engine>) {
         let c = &self.config;
-        let (max_batch_size, wait_ms) = c.batch_limits(engine.is_cuda());
-        let batching = BatchSettings { max_batch_size, max_wait: Duration::from_millis(wait_ms) };
+        let batching = BatchSettings::from_config(c, engine.is_cuda());
         let pool = Pool::start(engine, c.deployment.num_replicas as usize, c.limits.max_queue, batching);
         let _ = self.pool.set(Arc::new(pool));
         match self.db(|s| s.unfinished()).await {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::engine::{step, DecodeOptions, Decoding, Engine, EngineError, Transcript};
+use crate::engine::{pack, step, DecodeOptions, Decoding, Engine, EngineError, Transcript};
 use super::DispatchError;
 
 /// Idle time after which a batcher returns kept memory to the OS. Not
@@ -58,6 +58,29 @@ pub struct BatchSettings {
     pub max_batch_size: usize,
     /// How long an idle batcher waits for company after a first job.
     pub max_wait: Duration,
+    /// Short requests share a 30 s window (`batching.pack_short_clips`).
+    pub pack: Option<PackSettings>,
+}
+
+impl BatchSettings {
+    /// The config's batching for the device the engine runs on.
+    pub fn from_config(config: &crate::config::Config, cuda: bool) -> Self {
+        let (max_batch_size, wait_ms) = config.batch_limits(cuda);
+        let b = &config.batching;
+        let pack = b.pack_short_clips.then(|| PackSettings {
+            max_samples: (b.pack_max_seconds * 16_000.0) as usize,
+            gap_frames: (b.pack_gap_ms / 10) as usize,
+        });
+        Self { max_batch_size, max_wait: Duration::from_millis(wait_ms), pack }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PackSettings {
+    /// Requests up to this many samples are packed.
+    pub max_samples: usize,
+    /// Silence between packed requests, in mel frames (10 ms).
+    pub gap_frames: usize,
 }
 
 /// Counters for /metrics.
@@ -183,9 +206,25 @@ impl Pool {
     }
 }
 
+/// Who waits for an active decoding: one request, or the requests packed
+/// into its window (each kept whole, in case it must be decoded again alone).
+enum Owner {
+    One(oneshot::Sender<Reply>),
+    Packed(Vec<(Job, pack::Span)>),
+}
+
+impl Owner {
+    fn is_closed(&self) -> bool {
+        match self {
+            Owner::One(r) => r.is_closed(),
+            Owner::Packed(members) => members.iter().all(|(j, _)| j.reply.is_closed()),
+        }
+    }
+}
+
 struct Active {
     decoding: Decoding,
-    reply: oneshot::Sender<Reply>,
+    owner: Owner,
     audio_s: f64,
     enqueued: Instant,
     started: Instant,
@@ -211,20 +250,22 @@ impl Batcher {
     fn run(self) {
         let max = self.settings.max_batch_size.max(1);
         let mut active: Vec<Active> = Vec::new();
+        // Short requests taken this round, packed into windows before the step.
+        let mut fresh: Vec<Job> = Vec::new();
         let mut open = true;
         let mut step_no = 0u64;
         while open || !active.is_empty() {
             if active.is_empty() {
                 match self.idle_recv() {
-                    Ok(job) => self.admit(job, &mut active, step_no),
+                    Ok(job) => self.take(job, &mut active, &mut fresh, step_no),
                     Err(_) => break,
                 }
                 // A moment for company: a batch of several costs little
                 // more than one.
                 let deadline = Instant::now() + self.settings.max_wait;
-                while active.len() < max {
+                while self.windows(&active, &fresh) < max {
                     match self.rx.recv_deadline(deadline) {
-                        Ok(job) => self.admit(job, &mut active, step_no),
+                        Ok(job) => self.take(job, &mut active, &mut fresh, step_no),
                         Err(RecvTimeoutError::Timeout) => break,
                         Err(RecvTimeoutError::Disconnected) => {
                             open = false;
@@ -233,20 +274,84 @@ impl Batcher {
                     }
                 }
             } else {
-                while open && active.len() < max {
+                while open && self.windows(&active, &fresh) < max {
                     match self.rx.try_recv() {
-                        Ok(job) => self.admit(job, &mut active, step_no),
+                        Ok(job) => self.take(job, &mut active, &mut fresh, step_no),
                         Err(TryRecvError::Empty) => break,
                         Err(TryRecvError::Disconnected) => open = false,
                     }
                 }
             }
+            self.pack_fresh(&mut fresh, &mut active, step_no);
             if active.is_empty() {
                 continue;
             }
             step_no += 1;
             self.step(&mut active, step_no);
         }
+    }
+
+    /// A job from the queue: to be packed with others, or decoded alone.
+    fn take(&self, job: Job, active: &mut Vec<Active>, fresh: &mut Vec<Job>, step_no: u64) {
+        // The client gave up (timeout or disconnect): skip the work.
+        if job.reply.is_closed() {
+            return;
+        }
+        let short = self.settings.pack.is_some_and(|p| job.audio.len() <= p.max_samples);
+        if short && pack::packable(&self.engine, &job.options) {
+            fresh.push(job);
+        } else {
+            self.admit(job, active, step_no);
+        }
+    }
+
+    /// Windows the active decodings and the packed fresh jobs take.
+    fn windows(&self, active: &[Active], fresh: &[Job]) -> usize {
+        let gap = self.settings.pack.map_or(0, |p| p.gap_frames);
+        active.len() + plan(fresh.iter().map(|j| (j.audio.len(), &j.options)), gap).len()
+    }
+
+    /// Packs this round's short jobs into windows; a job alone in its
+    /// window is decoded as usual.
+    fn pack_fresh(&self, fresh: &mut Vec<Job>, active: &mut Vec<Active>, step_no: u64) {
+        if fresh.is_empty() {
+            return;
+        }
+        let gap = self.settings.pack.map_or(0, |p| p.gap_frames);
+        let groups = plan(fresh.iter().map(|j| (j.audio.len(), &j.options)), gap);
+        let mut jobs: Vec<Option<Job>> = fresh.drain(..).map(Some).collect();
+        for group in groups {
+            let members: Vec<Job> = group.iter().filter_map(|&i| jobs[i].take()).collect();
+            if members.len() == 1 {
+                members.into_iter().for_each(|j| self.admit(j, active, step_no));
+                continue;
+            }
+            let clips: Vec<&[f32]> = members.iter().map(|j| j.audio.as_slice()).collect();
+            match pack::decoding(&self.engine, &clips, gap, members[0].options.clone()) {
+                Ok((decoding, spans)) => self.admit_packed(decoding, members, spans, active, step_no),
+                // Refused together (options the model cannot take): each
+                // is refused, or decoded, alone.
+                Err(_) => members.into_iter().for_each(|j| self.admit(j, active, step_no)),
+            }
+        }
+    }
+
+    fn admit_packed(&self, decoding: Decoding, mut members: Vec<Job>, spans: Vec<pack::Span>, active: &mut Vec<Active>, step_no: u64) {
+        let n = members.len();
+        let started = Instant::now();
+        let audio_s: f64 = members.iter().map(|j| j.audio.len() as f64 / 16000.0).sum();
+        let span = tracing::info_span!(parent: &members[0].span, "inference", audio_s, replica = self.replica, packed = n);
+        for j in members.iter_mut() {
+            j.queue_span = tracing::Span::none();
+            crate::telemetry::traces::link(&span, &j.span);
+            crate::telemetry::metrics::job_started(started.duration_since(j.enqueued));
+        }
+        self.running.fetch_add(n, Ordering::Relaxed);
+        self.busy[self.replica].fetch_add(n, Ordering::Relaxed);
+        crate::telemetry::metrics::packed_window(n);
+        let enqueued = members.iter().map(|j| j.enqueued).min().unwrap_or(started);
+        let owner = Owner::Packed(members.into_iter().zip(spans).collect());
+        active.push(Active { decoding, owner, audio_s, enqueued, started, last_step: step_no, span });
     }
 
     /// Waits for the next job. After IDLE_RELEASE_AFTER with no transcription
@@ -266,10 +371,6 @@ impl Batcher {
     }
 
     fn admit(&self, job: Job, active: &mut Vec<Active>, step_no: u64) {
-        // The client gave up (timeout or disconnect): skip the work.
-        if job.reply.is_closed() {
-            return;
-        }
         let audio_s = job.audio.len() as f64 / 16000.0;
         drop(job.queue_span);
         let span = tracing::info_span!(parent: &job.span, "inference", audio_s, replica = self.replica);
@@ -280,7 +381,7 @@ impl Batcher {
                 let started = Instant::now();
                 // Measured as the answer's `queue_wait_s` is.
                 crate::telemetry::metrics::job_started(started.duration_since(job.enqueued));
-                active.push(Active { decoding, reply: job.reply, audio_s, enqueued: job.enqueued, started, last_step: step_no, span });
+                active.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span });
             }
             Err(e) => {
                 self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
@@ -336,20 +437,30 @@ impl Batcher {
         for (i, a) in active.drain(..).enumerate() {
             if let Some(pos) = failed.iter().position(|(j, _)| *j == i) {
                 let (_, e) = failed.swap_remove(pos);
-                self.finish(a, Err(e));
-            } else if a.reply.is_closed() {
-                // Abandoned by its client (timeout or disconnect).
-                self.running.fetch_sub(1, Ordering::Relaxed);
-                self.busy[self.replica].fetch_sub(1, Ordering::Relaxed);
-            } else if a.decoding.is_done() {
-                let Active { decoding, reply, audio_s, enqueued, started, span, .. } = a;
-                let done = Done {
-                    transcript: decoding.finish(),
-                    queue_wait_s: started.duration_since(enqueued).as_secs_f64(),
-                    inference_s: started.elapsed().as_secs_f64(),
-                    gpu_memory_gb: self.engine.device_of(self.replica).map_or(0.0, crate::gpu::nvml::memory_used_gb),
+                match a.owner {
+                    Owner::One(reply) => self.done(reply, a.audio_s, a.enqueued, &a.span, Err(e)),
+                    // A packed window that failed: each request is tried alone.
+                    Owner::Packed(members) => {
+                        for (job, _) in members {
+                            self.readmit(job, a.started, &mut kept, step_no);
+                        }
+                    }
+                }
+            } else if a.owner.is_closed() {
+                // Abandoned by its client(s) (timeout or disconnect).
+                let n = match &a.owner {
+                    Owner::One(_) => 1,
+                    Owner::Packed(m) => m.len(),
                 };
-                self.done(reply, audio_s, enqueued, &span, Ok(done));
+                self.running.fetch_sub(n, Ordering::Relaxed);
+                self.busy[self.replica].fetch_sub(n, Ordering::Relaxed);
+            } else if a.decoding.is_done() {
+                let Active { decoding, owner, audio_s, enqueued, started, span, .. } = a;
+                let transcript = decoding.finish();
+                match owner {
+                    Owner::One(reply) => self.done(reply, audio_s, enqueued, &span, Ok(self.answer(transcript, enqueued, started))),
+                    Owner::Packed(members) => self.unpack(&transcript, members, started, &mut kept, step_no),
+                }
             } else {
                 kept.push(a);
             }
@@ -357,8 +468,46 @@ impl Batcher {
         *active = kept;
     }
 
-    fn finish(&self, a: Active, result: Reply) {
-        self.done(a.reply, a.audio_s, a.enqueued, &a.span, result)
+    fn answer(&self, transcript: Transcript, enqueued: Instant, started: Instant) -> Done {
+        Done {
+            transcript,
+            queue_wait_s: started.duration_since(enqueued).as_secs_f64(),
+            inference_s: started.elapsed().as_secs_f64(),
+            gpu_memory_gb: self.engine.device_of(self.replica).map_or(0.0, crate::gpu::nvml::memory_used_gb),
+        }
+    }
+
+    /// Gives each packed request its share of the window's transcript; the
+    /// ones whose share cannot be trusted are decoded again alone.
+    fn unpack(&self, transcript: &Transcript, members: Vec<(Job, pack::Span)>, started: Instant, kept: &mut Vec<Active>, step_no: u64) {
+        let spans: Vec<pack::Span> = members.iter().map(|(_, s)| *s).collect();
+        tracing::debug!(?spans, segments = ?transcript.segments.iter().map(|s| (s.start, s.end)).collect::<Vec<_>>(), "packed window decoded");
+        for ((job, _), piece) in members.into_iter().zip(pack::split(transcript, &spans)) {
+            match piece {
+                pack::Piece::Done(t) => {
+                    let audio_s = job.audio.len() as f64 / 16000.0;
+                    let span = tracing::info_span!(parent: &job.span, "inference", audio_s, replica = self.replica, packed = true);
+                    let done = self.answer(t, job.enqueued, started);
+                    self.done(job.reply, audio_s, job.enqueued, &span, Ok(done));
+                }
+                pack::Piece::Redo => {
+                    crate::telemetry::metrics::packed_redo();
+                    self.readmit(job, started, kept, step_no);
+                }
+            }
+        }
+    }
+
+    /// A packed request decoded again alone; it stays counted as running.
+    fn readmit(&self, job: Job, started: Instant, kept: &mut Vec<Active>, step_no: u64) {
+        let audio_s = job.audio.len() as f64 / 16000.0;
+        let span = tracing::info_span!(parent: &job.span, "inference", audio_s, replica = self.replica, unpacked = true);
+        match Decoding::new(&self.engine, job.audio, job.options) {
+            Ok(decoding) => {
+                kept.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span });
+            }
+            Err(e) => self.done(job.reply, audio_s, job.enqueued, &span, Err(e)),
+        }
     }
 
     /// Answers a transcription; its log lines go to its `inference` span.
@@ -378,5 +527,46 @@ impl Batcher {
         }
         tracing::debug!(audio_s, took_ms = enqueued.elapsed().as_millis() as u64, ok = result.is_ok(), "job done");
         let _ = reply.send(result);
+    }
+}
+
+/// Groups short jobs into windows, in arrival order: a job joins the first
+/// window whose jobs have the same options and that it still fits in
+/// (`pack::fits`), else opens one. Items: (samples, options).
+fn plan<'a>(items: impl Iterator<Item = (usize, &'a DecodeOptions)>, gap_frames: usize) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(Vec<usize>, Vec<usize>, &DecodeOptions)> = Vec::new();
+    for (i, (len, opts)) in items.enumerate() {
+        let fit = groups.iter_mut().find(|(_, lens, o)| {
+            *o == opts && {
+                let mut with = lens.clone();
+                with.push(len);
+                pack::fits(&with, gap_frames)
+            }
+        });
+        match fit {
+            Some((ids, lens, _)) => {
+                ids.push(i);
+                lens.push(len);
+            }
+            None => groups.push((vec![i], vec![len], opts)),
+        }
+    }
+    groups.into_iter().map(|(ids, _, _)| ids).collect()
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    #[test]
+    fn short_jobs_with_the_same_options_share_windows_in_order() {
+        let en = DecodeOptions { language: Some("en".into()), ..DecodeOptions::default() };
+        let de = DecodeOptions { language: Some("de".into()), ..DecodeOptions::default() };
+        let prompt = DecodeOptions { initial_prompt: Some("Names".into()), ..en.clone() };
+        let s = 16_000;
+        let items = [(8 * s, &en), (8 * s, &de), (8 * s, &en), (8 * s, &en), (8 * s, &en), (3 * s, &prompt), (2 * s, &de)];
+        let groups = plan(items.iter().map(|(n, o)| (*n, *o)), 100);
+        // Three 8 s English clips fit one window with two 1 s gaps; the fourth opens another.
+        assert_eq!(groups, vec![vec![0, 2, 3], vec![1, 6], vec![4], vec![5]]);
     }
 }

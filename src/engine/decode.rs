@@ -162,22 +162,7 @@ pub struct Decoding {
 impl Decoding {
     /// Checks the options against the model and computes the features.
     pub fn new(engine: &Engine, audio: Vec<f32>, opts: DecodeOptions) -> Result<Self, EngineError> {
-        let tk = &engine.tokenizer;
-        let language = if !engine.multilingual {
-            if opts.language.as_deref().is_some_and(|l| l != "en") || opts.task == Task::Translate {
-                return Err(EngineError::BadOption(
-                    "this model is English-only: it cannot take another language or translate".into(),
-                ));
-            }
-            Some(("en".to_string(), 1.0))
-        } else if let Some(lang) = &opts.language {
-            if tk.language_token(lang).is_none() {
-                return Err(EngineError::BadOption(format!("unknown language `{lang}`")));
-            }
-            Some((lang.clone(), 1.0))
-        } else {
-            None
-        };
+        let language = Self::fixed_language(engine, &opts)?;
         let duration = audio.len() as f64 / SAMPLE_RATE as f64;
         let (audio, time_map) = if opts.vad_filter {
             let chunks = crate::vad::speech_chunks(&audio, &crate::vad::VadOptions::default());
@@ -190,6 +175,42 @@ impl Decoding {
         // (which only moves the normalisation's max); windows are cut from
         // the content and zero-padded.
         let mel = engine.mel.compute(&audio, N_SAMPLES);
+        Self::with_features(engine, audio, time_map, duration, mel, opts, language)
+    }
+
+    /// The language an English-only model or the options fix, if any;
+    /// errors for options the model cannot take.
+    pub(super) fn fixed_language(engine: &Engine, opts: &DecodeOptions) -> Result<Option<(String, f32)>, EngineError> {
+        let tk = &engine.tokenizer;
+        if !engine.multilingual {
+            if opts.language.as_deref().is_some_and(|l| l != "en") || opts.task == Task::Translate {
+                return Err(EngineError::BadOption(
+                    "this model is English-only: it cannot take another language or translate".into(),
+                ));
+            }
+            Ok(Some(("en".to_string(), 1.0)))
+        } else if let Some(lang) = &opts.language {
+            if tk.language_token(lang).is_none() {
+                return Err(EngineError::BadOption(format!("unknown language `{lang}`")));
+            }
+            Ok(Some((lang.clone(), 1.0)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A decoding of `audio` with its features already computed (`mel`
+    /// holds the content and then N_FRAMES of padding).
+    pub(super) fn with_features(
+        engine: &Engine,
+        audio: Vec<f32>,
+        time_map: Option<crate::vad::TimeMap>,
+        duration: f64,
+        mel: super::mel::Mel,
+        opts: DecodeOptions,
+        language: Option<(String, f32)>,
+    ) -> Result<Self, EngineError> {
+        let tk = &engine.tokenizer;
         let content_frames = mel.n_frames.saturating_sub(N_FRAMES);
         // The initial prompt is " " + text and counts against the prompt
         // budget of the first windows, like previous text does.

@@ -4,6 +4,7 @@
 //! the async runtime.
 
 mod decode;
+pub mod pack;
 pub mod mel;
 pub mod tokenizer;
 mod words;

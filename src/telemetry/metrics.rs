@@ -50,6 +50,9 @@ pub const QUEUE_WAIT: &str = "whisper_serve_queue_wait_seconds";
 pub const INFERENCE: &str = "whisper_serve_inference_seconds";
 pub const REAL_TIME_FACTOR: &str = "whisper_serve_real_time_factor";
 pub const BATCH_SIZE: &str = "whisper_serve_batch_size";
+pub const PACKED_WINDOWS: &str = "whisper_serve_packed_windows_total";
+pub const PACKED_REQUESTS: &str = "whisper_serve_packed_requests_total";
+pub const PACKED_REDO: &str = "whisper_serve_packed_redo_total";
 pub const REPLICA_BUSY: &str = "whisper_serve_replica_busy_seconds_total";
 pub const MODEL_LOAD: &str = "whisper_serve_model_load_seconds";
 pub const RESIDENT_MEMORY: &str = "whisper_serve_process_resident_memory_bytes";
@@ -119,6 +122,9 @@ fn describe() {
     describe_gauge!(QUEUE_LENGTH, "Jobs waiting for a replica");
     describe_gauge!(RUNNING, "Transcriptions in progress");
     describe_counter!(BATCH_STEPS, "Batched decoding steps");
+    describe_counter!(PACKED_WINDOWS, "Windows that held several short requests (batching.pack_short_clips)");
+    describe_counter!(PACKED_REQUESTS, "Requests decoded in a packed window");
+    describe_counter!(PACKED_REDO, "Packed requests decoded again alone (a segment crossed a boundary, or none was theirs)");
     describe_counter!(BATCH_WINDOWS, "30 s windows decoded");
     describe_gauge!(BATCH_SIZE_MAX, "Largest batch decoded so far");
     describe_counter!(JOBS_DONE, "Transcriptions completed");
@@ -220,6 +226,19 @@ pub fn batch_step(replica: usize, windows: usize, took: Duration) {
     histogram!(BATCH_SIZE).record(windows as f64);
     crate::telemetry::stats::global().batch(windows);
     gauge!(REPLICA_BUSY, "replica" => replica.to_string()).increment(took.as_secs_f64());
+}
+
+/// A window was packed with `n` requests.
+pub fn packed_window(n: usize) {
+    init();
+    counter!(PACKED_WINDOWS).increment(1);
+    counter!(PACKED_REQUESTS).increment(n as u64);
+}
+
+/// A packed request had to be decoded again alone.
+pub fn packed_redo() {
+    init();
+    counter!(PACKED_REDO).increment(1);
 }
 
 /// Times a model load: sets `whisper_serve_model_load_seconds` when
