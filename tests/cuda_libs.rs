@@ -69,35 +69,34 @@ fn fake_and_wrong_libraries_are_told_apart() {
         return;
     }
     // Not a library at all, under cuBLAS's name, where `cuda pull` puts it.
-    let fake = tempfile::tempdir().expect("tmp");
-    let lib = fake.path().join("nvidia/cublas/lib");
-    std::fs::create_dir_all(&lib).expect("mkdir");
-    std::fs::write(lib.join("libcublasLt.so.12"), b"this is not an ELF file").expect("write");
-    std::fs::write(lib.join("libcublas.so.12"), b"this is not an ELF file").expect("write");
+    let fake = cublas_dir(|path, _| std::fs::write(path, b"this is not an ELF file").expect("write"));
     let (ok, err) = serve_until_exit("cuda", fake.path());
     assert!(!ok);
     assert!(err.contains("libcublas.so.12") && err.contains("cannot be loaded"), "{err}");
 
     // Real shared libraries that are not cuBLAS: built here, exporting nothing of it.
-    let wrong = tempfile::tempdir().expect("tmp");
-    let lib = wrong.path().join("nvidia/cublas/lib");
-    std::fs::create_dir_all(&lib).expect("mkdir");
-    build_lib(&lib.join("libcublasLt.so.12"), "int unrelated(void) { return 1; }");
-    build_lib(&lib.join("libcublas.so.12"), "int unrelated(void) { return 2; }");
+    let wrong = cublas_dir(|path, _| build_lib(path, "int unrelated(void) { return 1; }"));
     let (ok, err) = serve_until_exit("cuda", wrong.path());
     assert!(!ok);
     assert!(err.contains("is not cuBLAS 12") && err.contains("cublasCreate_v2"), "{err}");
 
     // Stand-ins with the right symbols are found and accepted: what is left is the driver.
-    let good = tempfile::tempdir().expect("tmp");
-    let lib = good.path().join("nvidia/cublas/lib");
-    std::fs::create_dir_all(&lib).expect("mkdir");
-    build_lib(&lib.join("libcublasLt.so.12"), "int cublasLtCreate(void **h) { return 0; }");
-    build_lib(&lib.join("libcublas.so.12"), "int cublasCreate_v2(void **h) { return 0; }");
+    let good = cublas_dir(|path, symbol| build_lib(path, &format!("int {symbol}(void **h) {{ return 0; }}")));
     let (ok, err) = serve_until_exit("cuda", good.path());
     assert!(!ok);
     assert!(err.contains("libcuda.so.1"), "{err}");
     assert!(!err.contains("libcublas"), "the stand-in cuBLAS was not accepted: {err}");
+}
+
+/// A folder laid out as `cuda pull` leaves it, each of cuBLASLt and cuBLAS
+/// made by `make(path, the symbol the engine checks for)`.
+fn cublas_dir(make: impl Fn(&Path, &str)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lib = dir.path().join("nvidia/cublas/lib");
+    std::fs::create_dir_all(&lib).expect("mkdir");
+    make(&lib.join("libcublasLt.so.12"), "cublasLtCreate");
+    make(&lib.join("libcublas.so.12"), "cublasCreate_v2");
+    dir
 }
 
 fn build_lib(path: &Path, source: &str) {
