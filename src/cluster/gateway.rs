@@ -29,8 +29,9 @@ use crate::server::{AppState, ServerError};
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a waiting request reads its record in case a notification was lost.
 const POLL_EVERY: Duration = Duration::from_secs(2);
-/// How long `/health` reuses what it learnt.
-const HEALTH_CACHE: Duration = Duration::from_secs(1);
+/// How long `/health` and `/v1/stats` (and its sampler) reuse what they
+/// learnt of the workers and the stream.
+const STATUS_CACHE: Duration = Duration::from_secs(1);
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<JobRecord>>>>;
 
@@ -39,7 +40,7 @@ pub struct NatsDispatcher {
     client: async_nats::Client,
     bus: Arc<OnceLock<Bus>>,
     waiters: Waiters,
-    health: tokio::sync::Mutex<Option<(Instant, Health)>>,
+    status: tokio::sync::Mutex<Option<(Instant, ClusterStatus)>>,
 }
 
 fn unavailable(reason: impl Into<String>) -> DispatchError {
@@ -66,7 +67,7 @@ impl NatsDispatcher {
             client: client.clone(),
             bus: Arc::new(OnceLock::new()),
             waiters: Arc::new(Mutex::new(HashMap::new())),
-            health: tokio::sync::Mutex::new(None),
+            status: tokio::sync::Mutex::new(None),
         });
         tokio::spawn(setup_when_connected(client.clone(), config.clone(), me.bus.clone()));
         tokio::spawn(listen_for_records(client, config.cluster.jobs_bucket.clone(), me.waiters.clone()));
@@ -224,6 +225,22 @@ async fn listen_for_records(client: async_nats::Client, bucket: String, waiters:
     }
 }
 
+impl NatsDispatcher {
+    /// Workers, pending jobs and dead letters: asked of NATS at most once
+    /// per STATUS_CACHE, whoever asks (probes, the stats sampler, /v1/stats).
+    async fn status(&self, bus: &Bus) -> ClusterStatus {
+        let mut cache = self.status.lock().await;
+        if let Some((at, s)) = cache.as_ref() {
+            if at.elapsed() < STATUS_CACHE {
+                return s.clone();
+            }
+        }
+        let s = ClusterStatus::gather(bus, &self.config.model.size).await;
+        *cache = Some((Instant::now(), s.clone()));
+        s
+    }
+}
+
 /// Checks an id from a URL before it becomes a key.
 fn check_id(id: &str) -> Result<(), DispatchError> {
     if uuid::Uuid::parse_str(id).is_ok() {
@@ -242,7 +259,7 @@ impl Dispatcher for NatsDispatcher {
     async fn load(&self) -> Load {
         let Ok(bus) = self.bus() else { return Load::default() };
         let model = &self.config.model.size;
-        let status = ClusterStatus::gather(bus, model).await;
+        let status = self.status(bus).await;
         let mut load = Load { queue_depth: status.pending, ..Load::default() };
         let mut steps: Vec<u64> = Vec::new();
         for w in status.serving(model) {
@@ -428,21 +445,15 @@ impl Dispatcher for NatsDispatcher {
     }
 
     async fn health(&self) -> Health {
-        let mut cache = self.health.lock().await;
-        if let Some((at, h)) = cache.as_ref() {
-            if at.elapsed() < HEALTH_CACHE {
-                return h.clone();
-            }
-        }
         let model = &self.config.model.size;
-        let h = match self.bus() {
+        match self.bus() {
             Err(e) => {
                 let mut details = serde_json::Map::new();
                 details.insert("error".into(), e.to_string().into());
                 Health { ready: false, status: "unavailable", details }
             }
             Ok(bus) => {
-                let status = ClusterStatus::gather(bus, model).await;
+                let status = self.status(bus).await;
                 let serving = status.serving(model).count();
                 let mut details = status.to_json();
                 details.insert("model".into(), model.clone().into());
@@ -454,9 +465,7 @@ impl Dispatcher for NatsDispatcher {
                     Health { ready: false, status: "no_workers", details }
                 }
             }
-        };
-        *cache = Some((Instant::now(), h.clone()));
-        h
+        }
     }
 
     fn model_names(&self) -> Vec<String> {
