@@ -39,7 +39,8 @@ die() { log "FAILED: $*"; exit 1; }
 command -v curl >/dev/null || die "curl is needed"
 REPORT=$(command -v python3 || echo "$PY")
 shopt -s nullglob
-AUDIO=("$SHARED"/speech/librispeech_*/*.wav "$SHARED"/speech/librispeech_*/*.flac "$SHARED"/speech/jfk_whisper_cpp/jfk.wav)
+if [ -n "${AUDIO_DIR:-}" ]; then AUDIO=("$AUDIO_DIR"/*.wav) # e.g. the same clips as 16 kHz WAV, for bench/fw_wav_server.py
+else AUDIO=("$SHARED"/speech/librispeech_*/*.wav "$SHARED"/speech/librispeech_*/*.flac "$SHARED"/speech/jfk_whisper_cpp/jfk.wav); fi
 [ ${#AUDIO[@]} -ge 2 ] || die "no clips under $SHARED/speech (set SHARED=)"
 
 SPID="" FPID="" SMI_PID="" LINKS=()
@@ -199,7 +200,8 @@ report merge loadtest-serve "whisper-serve, $MODEL $COMPUTE on $DEVICE, 4 replic
 
 log "e: faster-whisper (fw_server.py --device $DEVICE) -> loadtest-fw.{md,json}"
 end=$((SECONDS + T_FW))
-LD_LIBRARY_PATH="${CUBLAS_DIR:+$PWD/$CUBLAS_DIR:}${LD_LIBRARY_PATH:-}" "$PY" "$SHARED/peers/fw_server.py" "models/$MODEL" --port "$FW_PORT" \
+# FW_WRAP=bench/fw_wav_server.py where PyAV cannot be installed (it then needs AUDIO_DIR's WAV files)
+LD_LIBRARY_PATH="${CUBLAS_DIR:+$PWD/$CUBLAS_DIR:}${LD_LIBRARY_PATH:-}" "$PY" ${FW_WRAP:+"$FW_WRAP"} "$SHARED/peers/fw_server.py" "models/$MODEL" --port "$FW_PORT" \
   --device "$DEVICE" --compute "$COMPUTE" --workers 4 --threads 1 --beam 5 >"$OUT/logs/fw.out" 2>&1 & FPID=$!
 while [ "$SECONDS" -lt "$end" ] && kill -0 "$FPID" 2>/dev/null && ! healthy "http://127.0.0.1:$FW_PORT"; do sleep 0.5; done
 if healthy "http://127.0.0.1:$FW_PORT"; then

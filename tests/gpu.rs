@@ -169,7 +169,7 @@ fn answers_report_gpu_memory_and_stats_say_cuda() {
     if !enabled("answers_report_gpu_memory_and_stats_say_cuda") {
         return;
     }
-    let server = Server::start(cuda_config("tiny.en", json!({})));
+    let server = Server::start(cuda_config("base", json!({})));
     assert_on_cuda(&server);
     // The server samples NVML every 2 s from the moment the model is
     // loaded; the first answers may come before the first sample.
