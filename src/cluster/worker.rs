@@ -382,7 +382,7 @@ impl Worker {
     async fn write(&self, key: &str, rec: &JobRecord, revision: Option<u64>) -> Written {
         let mut rec = rec.clone();
         rec.updated_at_ms = jobs::now_ms();
-        let limit = (self.bus.client.server_info().max_payload as usize).saturating_sub(super::RECORD_MARGIN);
+        let limit = self.bus.client.server_info().max_payload.saturating_sub(super::RECORD_MARGIN);
         if let Err(e) = super::spill_transcript(&self.bus, &mut rec, limit).await {
             tracing::error!(error = %e, "cannot store the transcript");
             return Written::Failed;

@@ -196,7 +196,7 @@ pub struct BatchingConfig {
 impl Default for BatchingConfig {
     fn default() -> Self {
         Self { max_batch_size: 4, max_wait_ms: 10, gpu_max_batch_size: 4, gpu_max_wait_ms: 20,
-            pack_short_clips: false, pack_max_seconds: 12.0, pack_gap_ms: 1000 }
+            pack_short_clips: false, pack_max_seconds: 12.0, pack_gap_ms: 2000 }
     }
 }
 

@@ -67,7 +67,7 @@ impl BatchSettings {
     pub fn from_config(config: &crate::config::Config, cuda: bool) -> Self {
         let (max_batch_size, wait_ms) = config.batch_limits(cuda);
         let b = &config.batching;
-        let pack = b.pack_short_clips.then(|| PackSettings {
+        let pack = b.pack_short_clips.then_some(PackSettings {
             max_samples: (b.pack_max_seconds * 16_000.0) as usize,
             gap_frames: (b.pack_gap_ms / 10) as usize,
         });
@@ -481,8 +481,8 @@ impl Batcher {
     /// ones whose share cannot be trusted are decoded again alone.
     fn unpack(&self, transcript: &Transcript, members: Vec<(Job, pack::Span)>, started: Instant, kept: &mut Vec<Active>, step_no: u64) {
         let spans: Vec<pack::Span> = members.iter().map(|(_, s)| *s).collect();
-        tracing::debug!(?spans, segments = ?transcript.segments.iter().map(|s| (s.start, s.end)).collect::<Vec<_>>(), "packed window decoded");
-        for ((job, _), piece) in members.into_iter().zip(pack::split(transcript, &spans)) {
+        tracing::debug!(?spans, segments = ?transcript.segments.iter().map(|s| (s.start, s.end, s.words.iter().map(|w| w.start).collect::<Vec<_>>())).collect::<Vec<_>>(), "packed window decoded");
+        for ((job, _), piece) in members.into_iter().zip(pack::split(transcript, &spans, &|text| self.engine.encode_text(text).unwrap_or_default())) {
             match piece {
                 pack::Piece::Done(t) => {
                     let audio_s = job.audio.len() as f64 / 16000.0;

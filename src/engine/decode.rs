@@ -157,6 +157,10 @@ pub struct Decoding {
     prompt_reset_since: usize,
     seek: usize,
     last_speech_timestamp: f64,
+    /// Several requests laid end to end (engine::pack): its segments get
+    /// word timings from the batch's encoder output, so that a segment
+    /// that runs from one clip into the next can be cut between words.
+    packed: bool,
 }
 
 impl Decoding {
@@ -233,6 +237,7 @@ impl Decoding {
             prompt_reset_since: 0,
             seek: 0,
             last_speech_timestamp: 0.0,
+            packed: false,
         };
         if let Some((code, p)) = language {
             d.set_language(engine, code, p);
@@ -308,8 +313,14 @@ impl Decoding {
         prompt
     }
 
+    /// Marks a packed decoding (engine::pack).
+    pub(super) fn set_packed(&mut self) {
+        self.packed = true;
+    }
+
     /// Takes the current window's result: segments, words, the next seek.
-    fn accept(&mut self, engine: &Engine, result: WindowResult) -> Result<(), EngineError> {
+    /// `encoded` is the step's encoder output and this window's place in it.
+    fn accept(&mut self, engine: &Engine, result: WindowResult, encoded: Option<(&StorageView, usize)>) -> Result<(), EngineError> {
         let tk = &engine.tokenizer;
         let segment_size = self.segment_size();
         let seek = self.seek;
@@ -382,6 +393,7 @@ impl Decoding {
                 &mut self.segments[first_new..],
                 self.last_speech_timestamp,
                 cjk,
+                true,
             )?;
             // Resume after the last aligned word rather than at the last
             // timestamp token, as faster-whisper does.
@@ -392,6 +404,11 @@ impl Decoding {
                 }
             }
         }
+        if self.packed && !self.opts.word_timestamps && self.segments.len() > first_new {
+            if let Some((batch, index)) = encoded {
+                self.align_packed(engine, batch, index, segment_size, time_offset, first_new);
+            }
+        }
         for s in &self.segments[first_new..] {
             self.all_tokens.extend_from_slice(&s.tokens);
         }
@@ -399,6 +416,29 @@ impl Decoding {
             self.prompt_reset_since = self.all_tokens.len();
         }
         Ok(())
+    }
+
+    /// Word timings for a packed window's new segments, from the step's
+    /// encoder output (no second encoder pass), leaving the segments' own
+    /// times as decoded and the words the alignment's own (no fitting to
+    /// the segments' timestamps, which are what runs across clips). Where that output is not on the CPU, or the
+    /// alignment fails, the segments keep no words and engine::pack splits
+    /// by segment times alone.
+    fn align_packed(&mut self, engine: &Engine, batch: &StorageView, index: usize, frames: usize, offset: f64, first_new: usize) {
+        let segments = &mut self.segments[first_new..];
+        let times: Vec<(f64, f64)> = segments.iter().map(|s| (s.start, s.end)).collect();
+        let aligned = engine.encoded_item(batch, index).and_then(|one| {
+            words::add_word_timestamps(&engine.whisper, &engine.tokenizer, &self.sot_sequence, &one, frames, offset, segments, 0.0, false, false)
+        });
+        for (s, (start, end)) in segments.iter_mut().zip(times) {
+            (s.start, s.end) = (start, end);
+            if aligned.is_err() {
+                s.words.clear();
+            }
+        }
+        if let Err(e) = aligned {
+            tracing::debug!(error = %e, "no word timings for a packed window; splitting by segment times");
+        }
     }
 
     /// The transcript, on the upload's timeline.
@@ -501,7 +541,8 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
         } else {
             Ok(first)
         };
-        outcomes.push(outcome.and_then(|result| d.accept(engine, result)));
+        let index = outcomes.len();
+        outcomes.push(outcome.and_then(|result| d.accept(engine, result, Some((&encoded, index)))));
     }
     Ok(outcomes)
 }

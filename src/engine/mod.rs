@@ -252,6 +252,14 @@ impl Engine {
         encoded.map_err(|e| EngineError::Inference(e.to_string()))
     }
 
+    /// Window `index` of a CPU batch's encoder output, as a batch of one.
+    pub(crate) fn encoded_item(&self, encoded: &ct2::StorageView, index: usize) -> Result<ct2::StorageView<'static>, EngineError> {
+        #[cfg(feature = "wheel")]
+        return self.whisper.encoded_item(encoded, index).map_err(|e| EngineError::Inference(e.to_string()));
+        #[cfg(not(feature = "wheel"))]
+        return Err(EngineError::Inference(format!("window {index} of {encoded:?}: not in the source build's bindings")));
+    }
+
     /// Transcribes 16 kHz mono samples of any length, alone.
     pub fn transcribe(&self, audio: Vec<f32>, opts: &DecodeOptions) -> Result<Transcript, EngineError> {
         decode::transcribe(self, audio, opts)

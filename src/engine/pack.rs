@@ -15,7 +15,7 @@
 
 use super::decode::{DecodeOptions, Decoding};
 use super::mel::{Mel, HOP, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
-use super::{Engine, EngineError, Transcript};
+use super::{Engine, EngineError, Segment, Transcript};
 
 /// Where a clip lies in the packed window, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,7 +84,8 @@ pub fn decoding(engine: &Engine, clips: &[&[f32]], gap_frames: usize, opts: Deco
     let n_frames = rows.first().map_or(0, Vec::len);
     let mel = Mel { n_mels, n_frames, data: rows.concat() };
     let duration = audio.len() as f64 / SAMPLE_RATE as f64;
-    let d = Decoding::with_features(engine, audio, None, duration, mel, opts, language)?;
+    let mut d = Decoding::with_features(engine, audio, None, duration, mel, opts, language)?;
+    d.set_packed();
     Ok((d, spans))
 }
 
@@ -96,14 +97,92 @@ const LEAD_S: f64 = 0.3;
 /// after. A segment that ends deeper in has taken the next clip's words.
 const OVERRUN_S: f64 = 0.5;
 
-/// Splits a packed transcript between the clips: a segment belongs to the
-/// clip it starts in (a start in the silence just before a clip counts as
-/// that clip's); one that runs on into the next clip's speech sends both
-/// back, as does a clip left with no segment.
-pub fn split(t: &Transcript, spans: &[Span]) -> Vec<Piece> {
-    let mut segments: Vec<Vec<super::Segment>> = vec![Vec::new(); spans.len()];
+/// How long after a clip's last sample one of its words may still start
+/// (the aligner's frames are 20 ms, its word edges softer).
+const TAIL_S: f64 = 0.3;
+
+/// The clip a moment of the packed window belongs to: the one it lies in
+/// (or just before), else the nearest.
+fn clip_at(spans: &[Span], t: f64) -> usize {
+    let distance = |s: &Span| (s.start - LEAD_S - t).max(t - (s.start + s.duration)).max(0.0);
+    (0..spans.len()).min_by(|&a, &b| distance(&spans[a]).total_cmp(&distance(&spans[b]))).unwrap_or(0)
+}
+
+/// Whether a word starting at `t` starts where no clip has sound: deep in
+/// the padding between two clips (or after the last). Such a word is
+/// misaligned or made up, and the clips around it are not trusted.
+fn in_a_gap(spans: &[Span], t: f64) -> bool {
+    !spans.iter().any(|s| t >= s.start - LEAD_S && t <= s.start + s.duration + TAIL_S)
+}
+
+/// `seg` (window times) moved to clip `span`'s own timeline.
+fn placed(mut seg: Segment, span: Span) -> Segment {
+    let end = (seg.end - span.start).clamp(0.0, span.duration);
+    seg.start = ((seg.start - span.start).clamp(0.0, end) * 100.0).round() / 100.0;
+    seg.end = (end * 100.0).round() / 100.0;
+    seg.seek = 0;
+    seg.words.clear();
+    seg
+}
+
+/// A segment with word timings, cut where its words pass from one clip to
+/// the next; each part's text is its words', its tokens `tokens_of` them.
+fn cut_by_words(seg: &Segment, spans: &[Span], tokens_of: &dyn Fn(&str) -> Vec<u32>) -> Vec<(usize, Segment)> {
+    let mut parts: Vec<(usize, Vec<&super::Word>)> = Vec::new();
+    for w in &seg.words {
+        // By its start: the aligner stretches a word's end over the pause
+        // after it (up to the next speech), not its start.
+        let k = clip_at(spans, w.start);
+        match parts.last_mut() {
+            Some((last, words)) if *last == k => words.push(w),
+            _ => parts.push((k, vec![w])),
+        }
+    }
+    if parts.len() == 1 {
+        return vec![(parts[0].0, seg.clone())];
+    }
+    let n = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, words))| {
+            let text: String = words.iter().map(|w| w.word.as_str()).collect();
+            let start = if i == 0 { seg.start } else { words[0].start };
+            let end = if i + 1 == n { seg.end } else { words[words.len() - 1].end };
+            let tokens = tokens_of(&text);
+            (k, Segment { start, end, tokens, text, ..seg.clone() })
+        })
+        .collect()
+}
+
+/// Splits a packed transcript between the clips. With word timings (the
+/// engine aligns packed windows on the CPU), every word goes to the clip
+/// it lies in, and a segment that runs from one clip into the next is cut
+/// between its words; a word that starts in the padding between clips
+/// sends both back. Without them, a segment belongs to the clip it
+/// starts in (a start in the silence just before a clip counts as that
+/// clip's), and one that runs on into the next clip's speech sends both
+/// back. A clip left with no segment is sent back too.
+pub fn split(t: &Transcript, spans: &[Span], tokens_of: &dyn Fn(&str) -> Vec<u32>) -> Vec<Piece> {
+    let mut segments: Vec<Vec<Segment>> = vec![Vec::new(); spans.len()];
     let mut redo = vec![false; spans.len()];
     for seg in &t.segments {
+        if !seg.words.is_empty() {
+            if let Some(w) = seg.words.iter().find(|w| in_a_gap(spans, w.start)) {
+                let k = clip_at(spans, w.start);
+                redo[k] = true;
+                // And the clip on the gap's other side.
+                let other = if w.start < spans[k].start { k.checked_sub(1) } else { Some(k + 1) };
+                if let Some(r) = other.and_then(|o| redo.get_mut(o)) {
+                    *r = true;
+                }
+                continue;
+            }
+            for (k, part) in cut_by_words(seg, spans, tokens_of) {
+                segments[k].push(placed(part, spans[k]));
+            }
+            continue;
+        }
         let k = spans.iter().rposition(|s| seg.start >= s.start - LEAD_S).unwrap_or(0);
         let s = spans[k];
         if let Some(next) = spans.get(k + 1) {
@@ -117,11 +196,7 @@ pub fn split(t: &Transcript, spans: &[Span]) -> Vec<Piece> {
         if seg.start >= s.start + s.duration {
             continue;
         }
-        let mut seg = seg.clone();
-        seg.start = ((seg.start - s.start).max(0.0) * 100.0).round() / 100.0;
-        seg.end = ((seg.end - s.start).clamp(seg.start, s.duration) * 100.0).round() / 100.0;
-        seg.seek = 0;
-        segments[k].push(seg);
+        segments[k].push(placed(seg.clone(), s));
     }
     segments
         .into_iter()
@@ -156,6 +231,14 @@ mod tests {
             compression_ratio: 1.2, no_speech_prob: 0.01, words: Vec::new() }
     }
 
+    fn no_tokens(_: &str) -> Vec<u32> {
+        Vec::new()
+    }
+
+    fn word(w: &str, start: f64, end: f64) -> crate::engine::Word {
+        crate::engine::Word { word: w.into(), start, end, probability: 0.9 }
+    }
+
     fn transcript(segments: Vec<Segment>) -> Transcript {
         Transcript { text: String::new(), segments, language: "en".into(), language_probability: 1.0, duration: 30.0 }
     }
@@ -170,7 +253,7 @@ mod tests {
     fn segments_go_to_their_clip_on_its_own_timeline() {
         // Segments end where the next speech starts, or a little after.
         let t = transcript(vec![seg(0.0, 4.0, " One"), seg(4.0, 9.3, " two."), seg(8.9, 14.2, " Three."), seg(15.0, 17.9, " Four.")]);
-        let pieces = split(&t, &SPANS);
+        let pieces = split(&t, &SPANS, &no_tokens);
         let Piece::Done(a) = &pieces[0] else { panic!("{pieces:?}") };
         assert_eq!(a.text, "One two.");
         assert_eq!((a.segments[1].start, a.segments[1].end), (4.0, 8.0), "clamped to the clip");
@@ -184,7 +267,7 @@ mod tests {
     #[test]
     fn a_segment_across_a_boundary_sends_both_clips_back() {
         let t = transcript(vec![seg(0.0, 7.0, " One"), seg(7.0, 11.0, " two three"), seg(15.0, 17.0, " Four.")]);
-        let pieces = split(&t, &SPANS);
+        let pieces = split(&t, &SPANS, &no_tokens);
         assert_eq!(pieces[0], Piece::Redo);
         assert_eq!(pieces[1], Piece::Redo);
         assert!(matches!(pieces[2], Piece::Done(_)));
@@ -193,7 +276,7 @@ mod tests {
     #[test]
     fn a_clip_with_nothing_is_decoded_again() {
         let t = transcript(vec![seg(0.0, 7.0, " One"), seg(15.0, 17.0, " Four.")]);
-        let pieces = split(&t, &SPANS);
+        let pieces = split(&t, &SPANS, &no_tokens);
         assert!(matches!(pieces[0], Piece::Done(_)));
         assert_eq!(pieces[1], Piece::Redo);
     }
@@ -205,5 +288,49 @@ mod tests {
         assert!(fits(&[10 * s, 10 * s, 10 * s], 0));
         assert!(!fits(&[10 * s, 10 * s, 10 * s], 1));
         assert!(!fits(&[12 * s, 12 * s, 7 * s], 100));
+    }
+
+    #[test]
+    fn a_segment_across_a_boundary_is_cut_between_its_words() {
+        // " One two" (clip 0), " three" (clip 1, starts at 9.0): Whisper ran
+        // the segment across the gap; the words say where to cut.
+        let mut across = seg(6.0, 11.0, " One two three");
+        across.words = vec![word(" One", 6.0, 6.8), word(" two", 6.8, 7.5), word(" three", 9.1, 10.2)];
+        let mut four = seg(15.0, 17.0, " Four.");
+        four.words = vec![word(" Four.", 15.1, 16.8)];
+        let pieces = split(&transcript(vec![across, four]), &SPANS, &|t: &str| vec![t.len() as u32]);
+        let Piece::Done(a) = &pieces[0] else { panic!("{pieces:?}") };
+        assert_eq!((a.text.as_str(), a.segments[0].start, a.segments[0].end), ("One two", 6.0, 7.5));
+        assert_eq!(a.segments[0].tokens, vec![8], "tokens of the part's own text");
+        assert!(a.segments[0].words.is_empty(), "words were not asked for");
+        let Piece::Done(b) = &pieces[1] else { panic!("{pieces:?}") };
+        assert_eq!((b.text.as_str(), b.segments[0].start, b.segments[0].end), ("three", 0.1, 2.0));
+        let Piece::Done(c) = &pieces[2] else { panic!("{pieces:?}") };
+        assert_eq!((c.text.as_str(), c.segments[0].tokens.clone()), ("Four.", vec![1]), "a segment in one clip keeps its tokens");
+    }
+
+    #[test]
+    fn words_in_a_gap_go_to_the_nearest_clip() {
+        // Clip 0 ends at 8.0, clip 1 starts at 9.0 (with its 0.3 s lead, 8.7):
+        // the gap is cut at 8.35.
+        let spans = &SPANS[..2];
+        for (mid, clip) in [(8.2, 0), (8.3, 0), (8.4, 1), (8.8, 1), (3.0, 0), (20.0, 1)] {
+            assert_eq!(clip_at(spans, mid), clip, "{mid}");
+        }
+    }
+
+    #[test]
+    fn a_word_that_starts_in_a_gap_sends_both_clips_back() {
+        // Clip 0 ends at 8.0 and clip 1 starts at 9.0: a word starting at
+        // 8.5 lies where neither has sound.
+        let mut across = seg(6.0, 10.0, " One two three");
+        across.words = vec![word(" One", 6.0, 6.8), word(" two", 8.5, 8.9), word(" three", 9.1, 10.0)];
+        let mut four = seg(15.0, 17.0, " Four.");
+        four.words = vec![word(" Four.", 15.1, 16.8)];
+        let pieces = split(&transcript(vec![across, four]), &SPANS, &no_tokens);
+        assert_eq!((&pieces[0], &pieces[1]), (&Piece::Redo, &Piece::Redo));
+        assert!(matches!(pieces[2], Piece::Done(_)));
+        // Just after a clip's end (its last word's soft edge) is still the clip's.
+        assert!(!in_a_gap(&SPANS, 8.25) && in_a_gap(&SPANS, 8.35) && !in_a_gap(&SPANS, 8.75));
     }
 }

@@ -37,6 +37,10 @@ struct Timing {
 
 /// Adds `words` to `segments` (one window's segments, in order), which
 /// were decoded from `encoded`. Returns the new last speech timestamp.
+/// With `fit_segments` (openai-whisper's behaviour) edge words and segment
+/// times are fitted to each other; without, the words keep the alignment's
+/// own times and the segments theirs (engine::pack cuts segments by word
+/// times, where a segment's timestamps are the part not to be trusted).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn add_word_timestamps(
     whisper: &Whisper,
@@ -48,6 +52,7 @@ pub(super) fn add_word_timestamps(
     segments: &mut [Segment],
     mut last_speech_timestamp: f64,
     cjk: bool,
+    fit_segments: bool,
 ) -> Result<f64, EngineError> {
     let per_segment: Vec<Vec<u32>> =
         segments.iter().map(|s| s.tokens.iter().copied().filter(|&t| t < tk.eot).collect()).collect();
@@ -106,7 +111,7 @@ pub(super) fn add_word_timestamps(
             saved_tokens += t.tokens.len();
             word_index += 1;
         }
-        if !words.is_empty() {
+        if !words.is_empty() && fit_segments {
             // The first words after a pause are not longer than twice the median.
             if words[0].end - last_speech_timestamp > median * 4.0
                 && (words[0].end - words[0].start > max_duration

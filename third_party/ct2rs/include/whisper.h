@@ -41,6 +41,9 @@ public:
     std::unique_ptr<StorageView>
     encode_each(const StorageView& features, const bool to_cpu) const;
 
+    std::unique_ptr<StorageView>
+    encoded_item(const StorageView& encoded, const size_t index) const;
+
     rust::Vec<WhisperGenerationResult>
     generate(const StorageView& features, const rust::Slice<const VecStr> prompts, const WhisperOptions& options) const;
 

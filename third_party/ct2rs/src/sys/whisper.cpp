@@ -6,6 +6,8 @@
 //
 // http://opensource.org/licenses/mit-license.php
 
+#include <algorithm>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -66,6 +68,23 @@ std::unique_ptr<StorageView> Whisper::encode_each(
     StorageView joined(outputs[0].dtype(), outputs[0].device());
     ctranslate2::ops::Concat(0)(parts, joined);
     return std::make_unique<StorageView>(std::move(joined));
+}
+
+// whisper-serve addition: one window of an encoded CPU batch, copied into a
+// batch of one (its word alignment, after the batch was decoded together).
+std::unique_ptr<StorageView> Whisper::encoded_item(
+    const StorageView& encoded,
+    const size_t index
+) const {
+    if (encoded.device() != Device::CPU || encoded.dtype() != ctranslate2::DataType::FLOAT32
+        || encoded.rank() != 3 || static_cast<ctranslate2::dim_t>(index) >= encoded.dim(0)) {
+        throw std::invalid_argument("encoded_item needs a float32 CPU batch [batch, frames, width] and an index in it");
+    }
+    const auto per_window = encoded.size() / encoded.dim(0);
+    StorageView one(ctranslate2::Shape{1, encoded.dim(1), encoded.dim(2)}, ctranslate2::DataType::FLOAT32, Device::CPU);
+    const float* from = encoded.data<float>() + index * per_window;
+    std::copy(from, from + per_window, one.data<float>());
+    return std::make_unique<StorageView>(std::move(one));
 }
 
 Vec<WhisperGenerationResult> Whisper::generate(

@@ -147,6 +147,12 @@ mod ffi {
             to_cpu: bool,
         ) -> Result<UniquePtr<StorageView>>;
 
+        fn encoded_item(
+            self: &Whisper,
+            encoded: &StorageView,
+            index: usize,
+        ) -> Result<UniquePtr<StorageView>>;
+
         fn whisper_from_memory(
             model_memory_reader: Pin<&mut ModelMemoryReader>,
             config: UniquePtr<Config>,
@@ -371,6 +377,13 @@ impl Whisper {
     /// into one batch. Other batches are encoded as one.
     pub fn encode_each(&self, features: &StorageView, to_cpu: bool) -> Result<StorageView<'static>> {
         Ok(StorageView::from_cxx(self.ptr.encode_each(features, to_cpu)?))
+    }
+
+    /// Window `index` of a float32 CPU batch from [`Whisper::encode_each`],
+    /// copied into a batch of one (to align its words after the batch was
+    /// decoded together). Fails on other devices.
+    pub fn encoded_item(&self, encoded: &StorageView, index: usize) -> Result<StorageView<'static>> {
+        Ok(StorageView::from_cxx(self.ptr.encoded_item(encoded, index)?))
     }
 
     /// Creates and initializes an instance of `Whisper`.
