@@ -63,7 +63,8 @@ fn routes(web_ui: bool) -> OpenApiRouter<Arc<AppState>> {
 
 pub fn router(state: Arc<AppState>) -> Router {
     // Room for the multipart framing around a file of the maximum size.
-    let body_limit = (state.config.limits.max_upload_mb as usize) * 1024 * 1024 + 64 * 1024;
+    let limit_mb = state.config.limits.max_upload_mb;
+    let body_limit = (limit_mb as usize) * 1024 * 1024 + 64 * 1024;
     let web_ui = state.config.server.web_ui;
     let (api, mut doc) = routes(web_ui).split_for_parts();
     let api = if web_ui {
@@ -77,7 +78,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Unknown routes: answered in the route family's JSON by error::shape_errors.
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(move |req, next| refuse_declared_oversize(req, next, body_limit, limit_mb)))
         .with_state(state)
+}
+
+/// An upload whose Content-Length is over the limit is answered 413 before
+/// its body is read. Clients that send `Expect: 100-continue` (curl, most
+/// HTTP libraries for large bodies) then get the answer instead of a
+/// `100 Continue`, and do not send the body: refusing it half-way, after
+/// the 100, makes the server close a connection the client is still
+/// writing to, and the 413 can be lost in the reset.
+async fn refuse_declared_oversize(req: axum::extract::Request, next: axum::middleware::Next, body_limit: usize, limit_mb: u64) -> Response {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > body_limit as u64) {
+        return crate::error::render_for_path(req.uri().path(), ApiError::UploadTooLarge { limit_mb });
+    }
+    next.run(req).await
 }
 
 /// With `WHISPER_SERVE_TEST_FAULTS=1` only: `/__test/panic` panics inside
