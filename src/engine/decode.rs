@@ -419,11 +419,11 @@ impl Decoding {
     }
 
     /// Word timings for a packed window's new segments, from the step's
-    /// encoder output (no second encoder pass), leaving the segments' own
-    /// times as decoded and the words the alignment's own (no fitting to
-    /// the segments' timestamps, which are what runs across clips). Where that output is not on the CPU, or the
-    /// alignment fails, the segments keep no words and engine::pack splits
-    /// by segment times alone.
+    /// encoder output (no second encoder pass). The segments keep their
+    /// decoded times and the words the alignment's own: no fitting of one
+    /// to the other, as the segments' timestamps are what runs across
+    /// clips. Where that output is not on the CPU, or the alignment fails,
+    /// the segments keep no words and engine::pack splits by their times.
     fn align_packed(&mut self, engine: &Engine, batch: &StorageView, index: usize, frames: usize, offset: f64, first_new: usize) {
         let segments = &mut self.segments[first_new..];
         let times: Vec<(f64, f64)> = segments.iter().map(|s| (s.start, s.end)).collect();

@@ -314,8 +314,8 @@ mod tests {
         // Clip 0 ends at 8.0, clip 1 starts at 9.0 (with its 0.3 s lead, 8.7):
         // the gap is cut at 8.35.
         let spans = &SPANS[..2];
-        for (mid, clip) in [(8.2, 0), (8.3, 0), (8.4, 1), (8.8, 1), (3.0, 0), (20.0, 1)] {
-            assert_eq!(clip_at(spans, mid), clip, "{mid}");
+        for (t, clip) in [(8.2, 0), (8.3, 0), (8.4, 1), (8.8, 1), (3.0, 0), (20.0, 1)] {
+            assert_eq!(clip_at(spans, t), clip, "{t}");
         }
     }
 
