@@ -44,4 +44,4 @@ for m in tiny.en base; do
 done
 
 echo "==> tests"
-cargo test --release -- --test-threads="${TEST_THREADS:-2}" "$@"
+cargo test --release --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" "$@"

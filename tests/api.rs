@@ -184,20 +184,22 @@ fn a_full_queue_answers_503_with_retry_after_and_the_rest_succeed() {
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_exits() {
     let tmp = tempfile::tempdir().unwrap();
-    let long = tmp.path().join("jfk3.wav");
-    let jfk = jfk_wav();
-    let j = jfk.to_str().unwrap();
-    tool("sox", &[j, j, j, long.to_str().unwrap()]);
+    // A minute of distinct speech: a few seconds of work on this model.
+    // (JFK three times over would repeat its text, trip Whisper's
+    // compression-ratio check and leave the words to temperature sampling.)
+    let (long, bounds) = concat_corpus(tmp.path(), 60.0);
     let mut server = Server::start(test_config(json!({})));
     let url = format!("{}/transcribe", server.url);
     let bytes = std::fs::read(&long).unwrap();
-    let request = std::thread::spawn(move || post_file(&url, "audio_file", "jfk3.wav", bytes));
+    let request = std::thread::spawn(move || post_file(&url, "audio_file", "long.wav", bytes));
     std::thread::sleep(std::time::Duration::from_millis(400));
     let killed = std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
     assert!(killed.success());
     let (status, body) = request.join().unwrap();
     assert_eq!(status, 200, "the request in flight was dropped: {body}");
-    assert!(body["text"].as_str().unwrap_or_default().matches("fellow Americans").count() >= 2, "{body}");
+    let text = body["text"].as_str().unwrap_or_default().to_lowercase();
+    let said = bounds.iter().filter(|(_, r)| r.split_whitespace().filter(|w| w.len() > 3).all(|w| text.contains(&w.to_lowercase().replace(|c: char| !c.is_alphanumeric(), "")))).count();
+    assert!(said * 2 >= bounds.len(), "only {said} of {} clips in the answer: {body}", bounds.len());
     let exit = server.wait_exit(std::time::Duration::from_secs(30));
     assert!(exit.success(), "exit status {exit:?}");
 }
