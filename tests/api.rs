@@ -197,9 +197,11 @@ fn sigterm_finishes_the_request_in_flight_then_exits() {
     assert!(killed.success());
     let (status, body) = request.join().unwrap();
     assert_eq!(status, 200, "the request in flight was dropped: {body}");
-    let text = body["text"].as_str().unwrap_or_default().to_lowercase();
-    let said = bounds.iter().filter(|(_, r)| r.split_whitespace().filter(|w| w.len() > 3).all(|w| text.contains(&w.to_lowercase().replace(|c: char| !c.is_alphanumeric(), "")))).count();
-    assert!(said * 2 >= bounds.len(), "only {said} of {} clips in the answer: {body}", bounds.len());
+    // All of it, not the first windows only: tiny.en's corpus WER is ~6 %;
+    // a minute with one window missing would be over 30 %.
+    let reference = bounds.iter().map(|b| b.1.as_str()).collect::<Vec<_>>().join(" ");
+    let w = wer(&[(reference, body["text"].as_str().unwrap_or_default().to_string())]);
+    assert!(w <= 0.2, "WER {w:.3} against the clips' references: {body}");
     let exit = server.wait_exit(std::time::Duration::from_secs(30));
     assert!(exit.success(), "exit status {exit:?}");
 }
