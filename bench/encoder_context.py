@@ -14,34 +14,17 @@ import sys
 import time
 
 import ctranslate2
-import jiwer
 import numpy as np
-import tokenizers
-from faster_whisper.audio import decode_audio
 from faster_whisper.feature_extractor import FeatureExtractor
-from faster_whisper.tokenizer import Tokenizer
-from whisper_normalizer.english import EnglishTextNormalizer
 
-from packing_study import ROOT, corpus
-
-NORM = EnglishTextNormalizer()
-SR = 16000
-
-
-def wer(refs, hyps):
-    pairs = [(NORM(r), NORM(h) or "-") for r, h in zip(refs, hyps) if NORM(r).strip()]
-    return jiwer.wer([r for r, _ in pairs], [h for _, h in pairs])
+from packing_position import SR, load, short_clips
+from packing_study import wer
 
 
 def main():
-    path = str(ROOT / "models" / (sys.argv[1] if len(sys.argv) > 1 else "tiny.en"))
-    model = ctranslate2.models.Whisper(path, device="cpu", compute_type="int8", intra_threads=2)
-    ml = model.is_multilingual
-    tok = Tokenizer(tokenizers.Tokenizer.from_file(path + "/tokenizer.json"), ml,
-                    task="transcribe" if ml else None, language="en" if ml else None)
+    model, tok = load(sys.argv[1] if len(sys.argv) > 1 else "tiny.en")
     fe = FeatureExtractor()
-    clips = [(decode_audio(str(p), sampling_rate=SR), r) for p, r in corpus()]
-    clips = [(a, r) for a, r in clips if len(a) / SR <= 12.0]
+    clips = short_clips()
 
     def run(frames_for):
         answers, encode_s = [], 0.0

@@ -16,34 +16,37 @@ import argparse
 from pathlib import Path
 
 import ctranslate2
-import jiwer
 import numpy as np
 import tokenizers
 from faster_whisper.audio import decode_audio
 from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import Tokenizer
-from whisper_normalizer.english import EnglishTextNormalizer
 
-from packing_study import corpus
+from packing_study import ROOT, corpus, wer
 
-ROOT = Path(__file__).resolve().parent.parent
 SR = 16000
 OFFSETS = [0, 5, 10, 15, 20]
-NORM = EnglishTextNormalizer()
 
 
-def wer(refs, hyps):
-    pairs = [(NORM(r), NORM(h)) for r, h in zip(refs, hyps)]
-    pairs = [(r, h or "-") for r, h in pairs if r.strip()]
-    return jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]) if pairs else float("nan")
+def load(model_name):
+    """CTranslate2's Whisper as whisper-serve runs it on CPU (int8, 2
+    threads) and a tokenizer set for English transcription."""
+    path = str(ROOT / "models" / model_name)
+    model = ctranslate2.models.Whisper(path, device="cpu", compute_type="int8", intra_threads=2)
+    ml = model.is_multilingual
+    tok = Tokenizer(tokenizers.Tokenizer.from_file(path + "/tokenizer.json"), ml,
+                    task="transcribe" if ml else None, language="en" if ml else None)
+    return model, tok
+
+
+def short_clips(max_s=12.0):
+    """The corpus clips up to max_s long: (16 kHz samples, reference)."""
+    clips = [(decode_audio(str(p), sampling_rate=SR), ref) for p, ref in corpus()]
+    return [(a, r) for a, r in clips if len(a) / SR <= max_s]
 
 
 def study(model_name, clips, fe):
-    path = str(ROOT / "models" / model_name)
-    model = ctranslate2.models.Whisper(path, device="cpu", compute_type="int8", intra_threads=2)
-    multilingual = model.is_multilingual
-    tok = Tokenizer(tokenizers.Tokenizer.from_file(path + "/tokenizer.json"), multilingual,
-                    task="transcribe" if multilingual else None, language="en" if multilingual else None)
+    model, tok = load(model_name)
     prompt = list(tok.sot_sequence)
     answers = {}
     for off in OFFSETS:
@@ -76,8 +79,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench/out/packing-position.md"))
     args = ap.parse_args()
     fe = FeatureExtractor()
-    clips = [(decode_audio(str(p), sampling_rate=SR), ref) for p, ref in corpus()]
-    clips = [(a, r) for a, r in clips if len(a) / SR <= 12.0]
+    clips = short_clips()
     lines = [f"# Where a clip sits in the window ({len(clips)} corpus clips <= 12 s, each alone)", "",
              "| model | starts at | clips | WER vs same clip at 0 s | WER vs refs at 0 s | WER vs refs here |",
              "|---|---|---|---|---|---|"]
