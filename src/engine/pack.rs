@@ -239,6 +239,16 @@ mod tests {
         crate::engine::Word { word: w.into(), start, end, probability: 0.9 }
     }
 
+    /// One segment " One two three" from 6.0 s, with these word timings,
+    /// then " Four." alone in the third clip.
+    fn one_two_three_then_four(end: f64, words: [(&str, f64, f64); 3]) -> Transcript {
+        let mut across = seg(6.0, end, " One two three");
+        across.words = words.iter().map(|&(w, s, e)| word(w, s, e)).collect();
+        let mut four = seg(15.0, 17.0, " Four.");
+        four.words = vec![word(" Four.", 15.1, 16.8)];
+        transcript(vec![across, four])
+    }
+
     fn transcript(segments: Vec<Segment>) -> Transcript {
         Transcript { text: String::new(), segments, language: "en".into(), language_probability: 1.0, duration: 30.0 }
     }
@@ -294,11 +304,8 @@ mod tests {
     fn a_segment_across_a_boundary_is_cut_between_its_words() {
         // " One two" (clip 0), " three" (clip 1, starts at 9.0): Whisper ran
         // the segment across the gap; the words say where to cut.
-        let mut across = seg(6.0, 11.0, " One two three");
-        across.words = vec![word(" One", 6.0, 6.8), word(" two", 6.8, 7.5), word(" three", 9.1, 10.2)];
-        let mut four = seg(15.0, 17.0, " Four.");
-        four.words = vec![word(" Four.", 15.1, 16.8)];
-        let pieces = split(&transcript(vec![across, four]), &SPANS, &|t: &str| vec![t.len() as u32]);
+        let window = one_two_three_then_four(11.0, [(" One", 6.0, 6.8), (" two", 6.8, 7.5), (" three", 9.1, 10.2)]);
+        let pieces = split(&window, &SPANS, &|t: &str| vec![t.len() as u32]);
         let Piece::Done(a) = &pieces[0] else { panic!("{pieces:?}") };
         assert_eq!((a.text.as_str(), a.segments[0].start, a.segments[0].end), ("One two", 6.0, 7.5));
         assert_eq!(a.segments[0].tokens, vec![8], "tokens of the part's own text");
@@ -323,11 +330,8 @@ mod tests {
     fn a_word_that_starts_in_a_gap_sends_both_clips_back() {
         // Clip 0 ends at 8.0 and clip 1 starts at 9.0: a word starting at
         // 8.5 lies where neither has sound.
-        let mut across = seg(6.0, 10.0, " One two three");
-        across.words = vec![word(" One", 6.0, 6.8), word(" two", 8.5, 8.9), word(" three", 9.1, 10.0)];
-        let mut four = seg(15.0, 17.0, " Four.");
-        four.words = vec![word(" Four.", 15.1, 16.8)];
-        let pieces = split(&transcript(vec![across, four]), &SPANS, &no_tokens);
+        let window = one_two_three_then_four(10.0, [(" One", 6.0, 6.8), (" two", 8.5, 8.9), (" three", 9.1, 10.0)]);
+        let pieces = split(&window, &SPANS, &no_tokens);
         assert_eq!((&pieces[0], &pieces[1]), (&Piece::Redo, &Piece::Redo));
         assert!(matches!(pieces[2], Piece::Done(_)));
         // Just after a clip's end (its last word's soft edge) is still the clip's.
