@@ -131,7 +131,7 @@ fn packed_answers_keep_their_shape_and_their_own_text() {
 /// at once, packed and unpacked answers agree to WER <= 0.01 and accuracy
 /// does not drop. Measured 0.035-0.06, and no packing can meet it: the
 /// same clip decoded alone, silence elsewhere, starting 5 s into the window
-/// instead of at 0 s already differs by 2-3 % of words (4-5 % at 10 s;
+/// instead of at 0 s already differs by 2.1-3.4 % of words (3.6-4.8 % at 10 s;
 /// `bench/packing_position.py`, BENCHMARKS.md "Short requests sharing a
 /// window"), and in a packed window every clip but the first starts late.
 /// Kept so the bar can be measured: run with `--ignored`.
