@@ -59,9 +59,14 @@ fn clips_sent_at_once_get_their_own_transcripts_as_when_sent_alone() {
 #[test]
 fn short_requests_are_not_stuck_behind_a_long_file() {
     let tmp = tempfile::tempdir().unwrap();
-    // A 3-minute file of distinct speech (repeating one clip would look
+    // A 5-minute file of distinct speech (repeating one clip would look
     // like a repetition loop to Whisper's checks and be decoded again hot).
-    let (long, _) = concat_corpus(tmp.path(), 180.0);
+    // Its ten windows are decoded one per step, in turn; the ten short
+    // clips ride along in the second and third steps (batches of 8), so
+    // they end near step 3 of 10. Three minutes (6 steps) left too little
+    // room: on CI's CPU the two full steps weighed more and the shorts
+    // ended at 0.52 of the long file.
+    let (long, _) = concat_corpus(tmp.path(), 300.0);
     let j = jfk_wav();
     let j = j.to_str().unwrap();
     // Ten 5-second clips.
@@ -88,14 +93,15 @@ fn short_requests_are_not_stuck_behind_a_long_file() {
     let shorts: Vec<_> = shorts.into_iter().map(|h| h.join().unwrap()).collect();
     let (s, b, long_done) = long_req.join().unwrap();
     assert_eq!(s, 200, "{b}");
-    assert!(b["text"].as_str().unwrap_or_default().split_whitespace().count() > 300, "{b}");
+    assert!(b["text"].as_str().unwrap_or_default().split_whitespace().count() > 500, "{b}");
     let last_short = shorts.iter().map(|r| r.2).max().unwrap();
     for (s, b, _) in &shorts {
         assert_eq!(*s, 200, "{b}");
         assert!(b["text"].as_str().unwrap_or_default().contains("fellow Americans"), "{b}");
     }
     eprintln!("all short requests done after {last_short:?}, the long one after {long_done:?}");
-    assert!(last_short * 2 < long_done, "short requests waited for the long file: {last_short:?} vs {long_done:?}");
+    // Measured 0.31-0.34 here; first-come-first-served would give > 1.
+    assert!(last_short * 3 < long_done * 2, "short requests waited for the long file: {last_short:?} vs {long_done:?}");
 }
 
 /// The server's idle time before it returns kept memory (queue.rs).
