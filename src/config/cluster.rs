@@ -95,8 +95,19 @@ pub struct JobsConfig {
     pub webhook_max_attempts: u32,
     /// Seconds one webhook POST may take.
     pub webhook_timeout_s: u64,
+    /// Internal receivers callbacks may reach on purpose: host names,
+    /// addresses, CIDRs. Others inside (loopback, private, ...) are refused.
+    pub webhook_allow_hosts: Vec<String>,
     /// Jobs `serve` keeps queued; more answer 503.
     pub max_queued: usize,
+    /// Times a job may be started before it is failed instead of tried
+    /// again: a job that keeps taking the process down (or a worker, in a
+    /// cluster: `cluster.max_deliver`) must not crash-loop it.
+    pub max_attempts: u32,
+    /// Jobs one key may have queued or running at once; 0 = no limit.
+    pub max_queued_per_key: usize,
+    /// MB of uploads one key may have queued or running at once; 0 = no limit.
+    pub max_queued_mb_per_key: u64,
 }
 
 impl Default for JobsConfig {
@@ -107,7 +118,11 @@ impl Default for JobsConfig {
             webhook_secret: None,
             webhook_max_attempts: 5,
             webhook_timeout_s: 10,
+            webhook_allow_hosts: Vec::new(),
             max_queued: 10_000,
+            max_attempts: 3,
+            max_queued_per_key: 1_000,
+            max_queued_mb_per_key: 10_240,
         }
     }
 }
@@ -189,6 +204,14 @@ impl JobsConfig {
         if self.max_queued == 0 {
             return bad("jobs.max_queued", &0, "a number > 0");
         }
+        if self.max_attempts == 0 {
+            return bad("jobs.max_attempts", &0, "a number > 0");
+        }
+        for entry in &self.webhook_allow_hosts {
+            if let Err(e) = crate::jobs::webhook::AllowList::check_entry(entry) {
+                return Err(ConfigError::invalid("jobs.webhook_allow_hosts", e));
+            }
+        }
         Ok(())
     }
 }
@@ -215,5 +238,10 @@ mod tests {
         assert!(c.validate().is_err());
         let c = ClusterConfig { max_deliver: 0, ..Default::default() };
         assert!(c.validate().is_err());
+        let hosts = |h: &[&str]| JobsConfig { webhook_allow_hosts: h.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        hosts(&["hooks.internal", "127.0.0.1", "10.0.0.0/8", "fd00::/8"]).validate().expect("valid entries");
+        for bad in ["http://hooks.internal/", "10.0.0.0/33", ""] {
+            assert!(hosts(&[bad]).validate().is_err(), "{bad}");
+        }
     }
 }

@@ -15,11 +15,32 @@ use super::{bad, ConfigError};
 #[serde(untagged, deny_unknown_fields)]
 pub enum ApiKeyEntry {
     Key(String),
-    WithId { id: String, key: String },
-    Hashed { id: String, sha256: String },
+    WithId {
+        id: String,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<KeyRole>,
+    },
+    Hashed {
+        id: String,
+        sha256: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<KeyRole>,
+    },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What a key may see beyond its own work. `user` (the default) sees only
+/// the jobs it made; `admin` sees, lists and cancels every key's jobs and
+/// every request in `/v1/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    #[default]
+    User,
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Keys that may call the API; none (and no file) = no authentication.
@@ -29,6 +50,16 @@ pub struct AuthConfig {
     pub api_keys_file: Option<PathBuf>,
     /// `/metrics` needs a key too (when keys are configured).
     pub metrics_requires_key: bool,
+    /// Wrong keys a client address may present per minute (a token
+    /// bucket, this many at once); past it the address is answered 429
+    /// without its key being checked. 0 = no limit.
+    pub failed_attempts_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { api_keys: Vec::new(), api_keys_file: None, metrics_requires_key: false, failed_attempts_per_minute: 10 }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
