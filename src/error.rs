@@ -12,11 +12,11 @@ use crate::engine::EngineError;
 pub enum ApiError {
     #[error("missing multipart field `{0}`")]
     MissingField(&'static str),
-    #[error("invalid multipart body: {0}")]
+    #[error("invalid multipart body: {}", truncate(.0, MAX_MESSAGE))]
     BadMultipart(String),
     #[error("empty file")]
     EmptyFile,
-    #[error("unsupported format `{ext}`; supported: {supported}")]
+    #[error("unsupported format `{}`; supported: {supported}", echo(.ext))]
     UnsupportedFormat { ext: String, supported: String },
     #[error("invalid audio: {0}")]
     InvalidAudio(String),
@@ -29,6 +29,9 @@ pub enum ApiError {
     AudioTooLongRemote(String),
     #[error("invalid parameter `{param}`: {message}")]
     InvalidParam { param: &'static str, message: String },
+    /// A form field over `limits.max_field_bytes`; its value is never quoted.
+    #[error("form field `{}` is longer than {limit} bytes", echo(.field))]
+    FieldTooLarge { field: String, limit: usize },
     #[error("server overloaded: the queue is full, retry later")]
     QueueFull { retry_after_s: u64 },
     #[error("the model is still loading")]
@@ -37,13 +40,13 @@ pub enum ApiError {
     ShuttingDown,
     #[error("transcription timed out after {0} s")]
     Timeout(u64),
-    #[error("the model `{0}` is not served here")]
+    #[error("the model `{}` is not served here", echo(.0))]
     UnknownModel(String),
     #[error("transcription failed: {0}")]
     Engine(String),
     #[error("service unavailable: {reason}")]
     Unavailable { reason: String, retry_after_s: u64 },
-    #[error("job `{0}` not found")]
+    #[error("job `{}` not found", echo(.0))]
     JobNotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -53,6 +56,12 @@ pub enum ApiError {
     RateLimited { retry_after_s: u64 },
     #[error("daily audio quota used up; retry in {retry_after_s} s")]
     QuotaExceeded { retry_after_s: u64 },
+    /// Under the quota, but this key's requests in flight could use the rest.
+    #[error("the key's daily audio quota is nearly used: its requests in flight could use the rest; retry when one has finished")]
+    QuotaBusy,
+    /// The key has as many jobs (or bytes of them) queued as it may.
+    #[error("{0}")]
+    TooManyJobs(String),
     #[error("the request body did not arrive within {0} s")]
     BodyTimeout(u64),
     #[error("internal error: {0}")]
@@ -68,11 +77,11 @@ impl ApiError {
         use ApiError::*;
         match self {
             MissingField(_) | BadMultipart(_) | EmptyFile | UnsupportedFormat { .. }
-            | InvalidAudio(_) | InvalidParam { .. } => StatusCode::BAD_REQUEST,
+            | InvalidAudio(_) | InvalidParam { .. } | FieldTooLarge { .. } => StatusCode::BAD_REQUEST,
             UnknownModel(_) | JobNotFound(_) => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            RateLimited { .. } | QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited { .. } | QuotaExceeded { .. } | QuotaBusy | TooManyJobs(_) => StatusCode::TOO_MANY_REQUESTS,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Http { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -107,6 +116,8 @@ impl ApiError {
             | ApiError::RateLimited { retry_after_s }
             | ApiError::QuotaExceeded { retry_after_s } => Some(*retry_after_s),
             ApiError::Loading | ApiError::ShuttingDown => Some(5),
+            ApiError::QuotaBusy => Some(1),
+            ApiError::TooManyJobs(_) => Some(30),
             _ => None,
         }
     }
@@ -123,6 +134,7 @@ impl ApiError {
             UploadTooLarge { .. } => "upload_too_large",
             AudioTooLong { .. } | AudioTooLongRemote(_) => "audio_too_long",
             InvalidParam { .. } => "invalid_param",
+            FieldTooLarge { .. } => "field_too_large",
             QueueFull { .. } => "queue_full",
             Loading => "loading",
             ShuttingDown => "shutting_down",
@@ -135,6 +147,8 @@ impl ApiError {
             Unauthorized => "invalid_api_key",
             RateLimited { .. } => "rate_limit_exceeded",
             QuotaExceeded { .. } => "quota_exceeded",
+            QuotaBusy => "quota_busy",
+            TooManyJobs(_) => "too_many_jobs",
             BodyTimeout(_) => "request_timeout",
             Internal(_) => "internal_error",
             Http { status: 404, .. } => "not_found",
@@ -181,6 +195,7 @@ impl From<DispatchError> for ApiError {
             D::NotFound(id) => ApiError::JobNotFound(id),
             e @ D::AlreadyFinal { .. } => ApiError::Conflict(e.to_string()),
             D::Upload(m) => ApiError::BadMultipart(m),
+            D::TooManyJobs(m) => ApiError::TooManyJobs(m),
             // A worker's refusal carries the code it would have answered with.
             D::Rejected(j) => match j.code.as_str() {
                 "empty_file" => ApiError::EmptyFile,
@@ -288,6 +303,29 @@ pub fn render_for_path(path: &str, err: ApiError) -> Response {
 /// Most of a framework error body kept as the message.
 const MAX_MESSAGE: usize = 1024;
 
+/// Most characters of a client's value quoted back in an error or a log
+/// line: enough to recognise it, never a multi-megabyte echo.
+const ECHO_CHARS: usize = 64;
+
+/// A client's value as it may be quoted back: at most [`ECHO_CHARS`]
+/// characters (then `…`), control characters replaced so a value cannot
+/// forge log lines.
+pub fn echo(value: &str) -> String {
+    truncate(value, ECHO_CHARS)
+}
+
+fn truncate(value: &str, max_chars: usize) -> String {
+    let (head, cut) = match value.char_indices().nth(max_chars) {
+        Some((i, _)) => (&value[..i], true),
+        None => (value, false),
+    };
+    let mut out: String = head.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect();
+    if cut {
+        out.push('…');
+    }
+    out
+}
+
 /// Every answer in the route's error shape: the framework's own
 /// rejections (no route, wrong method, a body that is not multipart, an
 /// unreadable query) come as plain text or empty; this rewrites any error
@@ -310,8 +348,8 @@ pub async fn shape_errors(req: axum::extract::Request, next: axum::middleware::N
     let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_MESSAGE)]).trim().to_string();
     let message = match (status, text.is_empty()) {
-        (StatusCode::NOT_FOUND, true) => format!("no route for {method} {path}"),
-        (StatusCode::METHOD_NOT_ALLOWED, true) => format!("method {method} is not allowed on {path}"),
+        (StatusCode::NOT_FOUND, true) => format!("no route for {method} {}", echo(&path)),
+        (StatusCode::METHOD_NOT_ALLOWED, true) => format!("method {method} is not allowed on {}", echo(&path)),
         (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
         (_, false) => text,
     };
@@ -341,5 +379,24 @@ pub async fn catch_panics(req: axum::extract::Request, next: axum::middleware::N
             tracing::error!(request_id = %request_id, route = %path, panic = %what, "a handler panicked");
             render_for_path(&path, ApiError::Internal("the request failed unexpectedly".into()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_values_are_cut_and_defanged() {
+        assert_eq!(echo("en"), "en");
+        let long = "é".repeat(10_000);
+        let e = echo(&long);
+        assert_eq!(e.chars().count(), ECHO_CHARS + 1);
+        assert!(e.ends_with('…'));
+        assert_eq!(echo("a\nb\x1b"), "a\u{FFFD}b\u{FFFD}");
+        let msg = ApiError::UnknownModel("m".repeat(1 << 20)).to_string();
+        assert!(msg.len() < 200, "{}", msg.len());
+        let msg = ApiError::FieldTooLarge { field: "x".repeat(1 << 20), limit: 4096 }.to_string();
+        assert!(msg.len() < 200 && msg.contains("4096"), "{msg}");
     }
 }

@@ -4,8 +4,11 @@
 
 use crate::config::LimitsConfig;
 use crate::engine::{DecodeOptions, Task};
-use crate::error::ApiError;
-use crate::formats::{Granularities, ResponseFormat};
+use crate::error::{echo, ApiError};
+use crate::formats::{Granularities, ResponseFormat, UnknownFormat};
+
+/// Longer than any language code or name Whisper knows ("haitian creole").
+const MAX_LANGUAGE_BYTES: usize = 32;
 
 /// What a request asked for.
 #[derive(Debug, Clone)]
@@ -22,14 +25,14 @@ fn parse_bool(param: &'static str, v: &str) -> Result<bool, ApiError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ApiError::InvalidParam { param, message: format!("`{v}` is not true or false") }),
+        _ => Err(ApiError::InvalidParam { param, message: format!("`{}` is not true or false", echo(v)) }),
     }
 }
 
 fn parse_bounded(param: &'static str, v: &str, max: usize) -> Result<usize, ApiError> {
     match v.trim().parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::InvalidParam { param, message: format!("`{v}` is not a whole number from 1 to {max}") }),
+        _ => Err(ApiError::InvalidParam { param, message: format!("`{}` is not a whole number from 1 to {max}", echo(v)) }),
     }
 }
 
@@ -49,6 +52,11 @@ pub fn from_fields(
     for (name, value) in fields {
         let v = value.trim();
         match name.as_str() {
+            // The engine names an unknown language in its error: a code or
+            // name is a few characters, so a longer one is refused here.
+            "language" if v.len() > MAX_LANGUAGE_BYTES => {
+                return Err(ApiError::InvalidParam { param: "language", message: format!("`{}` is not a language", echo(v)) })
+            }
             "language" if !v.is_empty() => decode.language = Some(v.to_ascii_lowercase()),
             "language" => {}
             "task" => {
@@ -58,7 +66,7 @@ pub fn from_fields(
                     _ => {
                         return Err(ApiError::InvalidParam {
                             param: "task",
-                            message: format!("`{v}` is not transcribe or translate"),
+                            message: format!("`{}` is not transcribe or translate", echo(v)),
                         })
                     }
                 }
@@ -66,7 +74,7 @@ pub fn from_fields(
             "prompt" | "initial_prompt" => decode.initial_prompt = (!v.is_empty()).then(|| v.to_string()),
             "temperature" => {
                 let t: f32 = v.parse().ok().filter(|t: &f32| (0.0..=1.0).contains(t)).ok_or_else(|| {
-                    ApiError::InvalidParam { param: "temperature", message: format!("`{v}` is not a number from 0 to 1") }
+                    ApiError::InvalidParam { param: "temperature", message: format!("`{}` is not a number from 0 to 1", echo(v)) }
                 })?;
                 // As OpenAI's API: 0 keeps the fallback to higher temperatures.
                 if t > 0.0 {
@@ -77,12 +85,12 @@ pub fn from_fields(
             "best_of" => decode.best_of = parse_bounded("best_of", v, limits.max_best_of)?,
             "patience" => {
                 decode.patience = v.parse().ok().filter(|p: &f32| *p > 0.0 && *p <= 10.0).ok_or_else(|| {
-                    ApiError::InvalidParam { param: "patience", message: format!("`{v}` is not a number in (0, 10]") }
+                    ApiError::InvalidParam { param: "patience", message: format!("`{}` is not a number in (0, 10]", echo(v)) }
                 })?
             }
             "length_penalty" => {
                 decode.length_penalty = v.parse().ok().filter(|p: &f32| (0.0..=10.0).contains(p)).ok_or_else(|| {
-                    ApiError::InvalidParam { param: "length_penalty", message: format!("`{v}` is not a number in [0, 10]") }
+                    ApiError::InvalidParam { param: "length_penalty", message: format!("`{}` is not a number in [0, 10]", echo(v)) }
                 })?
             }
             "word_timestamps" => decode.word_timestamps = parse_bool("word_timestamps", v)?,
@@ -91,9 +99,9 @@ pub fn from_fields(
                 decode.condition_on_previous_text = parse_bool("condition_on_previous_text", v)?
             }
             "response_format" => {
-                response_format = Some(v.parse::<ResponseFormat>().map_err(|message| ApiError::InvalidParam {
+                response_format = Some(v.parse::<ResponseFormat>().map_err(|UnknownFormat(given)| ApiError::InvalidParam {
                     param: "response_format",
-                    message: message.to_string(),
+                    message: UnknownFormat(echo(&given)).to_string(),
                 })?)
             }
             "timestamp_granularities[]" | "timestamp_granularities" => {
@@ -105,7 +113,7 @@ pub fn from_fields(
                         other => {
                             return Err(ApiError::InvalidParam {
                                 param: "timestamp_granularities[]",
-                                message: format!("`{other}` is not word or segment"),
+                                message: format!("`{}` is not word or segment", echo(other)),
                             })
                         }
                     }
@@ -115,7 +123,7 @@ pub fn from_fields(
             // Accepted and ignored, as other OpenAI-compatible servers do.
             "user" | "stream" | "chunking_strategy" | "include[]" => {}
             other => {
-                return Err(ApiError::InvalidParam { param: "form", message: format!("unknown field `{other}`") })
+                return Err(ApiError::InvalidParam { param: "form", message: format!("unknown field `{}`", echo(other)) })
             }
         }
     }
@@ -165,6 +173,18 @@ mod tests {
             match from_fields(&f(&[(k, v)]), &d, &l, None) {
                 Err(ApiError::InvalidParam { .. }) => {}
                 other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn values_quoted_in_errors_are_cut() {
+        let (d, l) = (DecodeOptions::default(), LimitsConfig::default());
+        let huge = "9".repeat(100_000);
+        for k in ["beam_size", "temperature", "response_format", "task", "word_timestamps", "timestamp_granularities[]", "language", &huge] {
+            match from_fields(&f(&[(k, &huge)]), &d, &l, None) {
+                Err(e @ ApiError::InvalidParam { .. }) => assert!(e.to_string().len() < 300, "{k}: {}", e.to_string().len()),
+                other => panic!("{}: {other:?}", echo(k)),
             }
         }
     }

@@ -107,14 +107,14 @@ async fn upload_and_options(body: Vec<u8>) -> Result<String, String> {
     let form = Multipart::from_request(request, &())
         .await
         .map_err(|e| e.body_text())?;
-    let limit_mb = 1;
-    let upload = whisper_serve::api::read_upload(form, "file", limit_mb)
+    let limits = LimitsConfig { max_upload_mb: 1, ..LimitsConfig::default() };
+    let upload = whisper_serve::api::read_upload(form, "file", &limits)
         .await
         .map_err(|e| e.to_string())?;
-    assert!(upload.bytes.len() as u64 <= limit_mb * 1024 * 1024);
+    assert!(upload.bytes.len() as u64 <= limits.max_upload_mb * 1024 * 1024);
+    assert!(upload.fields.iter().all(|(_, v)| v.len() <= limits.max_field_bytes));
 
     let defaults = DecodeOptions::default();
-    let limits = LimitsConfig::default();
     let o = whisper_serve::options::from_fields(&upload.fields, &defaults, &limits, None)
         .map_err(|e| e.to_string())?;
     // What the engine relies on: every accepted value is within bounds.

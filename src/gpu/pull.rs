@@ -430,7 +430,9 @@ fn extract(wheel: &Path, tree: &Path) -> Result<Vec<String>, String> {
     let mut names = Vec::new();
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(|e| e.to_string())?;
-        if !entry.is_file() {
+        // A name that would leave `tree` (absolute, `..`) is skipped
+        // whatever `lib_member` makes of it.
+        if !entry.is_file() || entry.enclosed_name().is_none() {
             continue;
         }
         let Some(name) = lib_member(entry.name()).map(str::to_string) else { continue };

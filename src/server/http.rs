@@ -1,12 +1,18 @@
 //! The HTTP side of every role: our own accept loop over hyper (axum's
 //! `serve` has no TLS, no header-read timeout and no connection limit),
-//! HTTPS through rustls, the middleware stack in the order requests meet
-//! it, and a per-request deadline on the body.
+//! HTTPS through rustls, bounds on what a connection may hold (streams per
+//! HTTP/2 connection, an idle deadline), the middleware stack in the order
+//! requests meet it, and a per-request deadline on the body.
+//!
+//! The body deadline is ours rather than tower-http's
+//! `RequestBodyTimeoutLayer`: that one restarts its timer at every frame,
+//! so a client trickling a byte a second would never meet it, and its error
+//! reaches the handler as a multipart error (400), not our 408.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,9 +25,11 @@ use axum::Router;
 use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -37,6 +45,9 @@ pub struct HttpOptions {
     pub tls: Option<Arc<Tls>>,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Closes a connection with no request in flight this long; None: never.
+    pub idle_timeout: Option<Duration>,
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl HttpOptions {
@@ -49,6 +60,8 @@ impl HttpOptions {
             tls,
             header_timeout: Duration::from_secs(config.server.header_timeout_s),
             max_connections: config.server.max_connections,
+            idle_timeout: (config.server.idle_timeout_s > 0).then(|| Duration::from_secs(config.server.idle_timeout_s)),
+            http2_max_concurrent_streams: config.server.http2_max_concurrent_streams,
         })
     }
 }
@@ -149,6 +162,77 @@ async fn body_deadline(limit: Duration, req: Request, next: Next) -> Response {
     resp
 }
 
+/// How long an HTTP/2 peer has to answer a keep-alive ping before its
+/// connection is taken for dead.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Requests in flight on one connection, and a wake-up when that changes:
+/// what tells an idle connection from a busy one, for either protocol.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    changed: Notify,
+}
+
+impl Activity {
+    /// Resolves once no request has been in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            // Made before the count is read: `notify_waiters` reaches a
+            // `Notified` from the moment it exists, so no change is missed.
+            let changed = self.changed.notified();
+            if self.in_flight.load(Ordering::SeqCst) > 0 {
+                changed.await;
+            } else if tokio::time::timeout(limit, changed).await.is_err() && self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// One request in flight, from its head until its response body is sent
+/// (or the request is dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        activity.changed.notify_waiters();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it
+/// has been sent: a long download is not an idle connection.
+struct TrackedBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets the
 /// requests in flight finish.
 pub async fn serve(
@@ -160,10 +244,17 @@ pub async fn serve(
     let scheme = if opts.tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %listener.local_addr()?, scheme, "listening");
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let stopping = CancellationToken::new();
+    let connections = TaskTracker::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // `max_connections` bounds connections; this bounds what each carries.
+        .max_concurrent_streams(opts.http2_max_concurrent_streams.max(1))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -185,43 +276,76 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = app.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req
-        });
+        let activity = Arc::new(Activity::default());
+        let svc = {
+            let (app, activity) = (app.clone(), activity.clone());
+            tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let in_flight = InFlight::start(&activity);
+                let app = app.clone();
+                async move {
+                    let resp = app.oneshot(req).await?;
+                    Ok::<_, std::convert::Infallible>(resp.map(|inner| Body::new(TrackedBody { inner, _in_flight: in_flight })))
+                }
+            })
+        };
         let svc = hyper_util::service::TowerToHyperService::new(svc);
-        let (builder, tls, watcher) = (builder.clone(), opts.tls.clone(), graceful.watcher());
-        let header_timeout = opts.header_timeout;
-        tokio::spawn(async move {
+        let (builder, tls, stopping) = (builder.clone(), opts.tls.clone(), stopping.clone());
+        let (header_timeout, idle_timeout) = (opts.header_timeout, opts.idle_timeout);
+        connections.spawn(async move {
             let _permit = permit;
             // hyper-util's auto builder waits for the first bytes (to tell
             // HTTP/1 from HTTP/2) with no timeout of its own: a client that
             // connects and says nothing gets `header_timeout` to start (for
             // TLS, the handshake's own timeout below does this).
             let mut first = [0u8; 1];
-            if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut first)).await, Ok(Ok(n)) if n > 0) {
+            let said = tokio::select! {
+                r = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
+                _ = stopping.cancelled() => return,
+            };
+            if !said {
                 tracing::debug!(peer = %peer, "closed a connection that sent nothing");
                 return;
             }
-            match tls.and_then(|t| t.acceptor()) {
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    let _ = watcher.watch(conn.into_owned()).await;
-                }
-                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
-                        let _ = watcher.watch(conn.into_owned()).await;
+            let io = match tls.and_then(|t| t.acceptor()) {
+                None => Either::Left(stream),
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        r = tokio::time::timeout(header_timeout, acceptor.accept(stream)) => r,
+                        _ = stopping.cancelled() => return,
+                    };
+                    match handshake {
+                        Ok(Ok(tls_stream)) => Either::Right(tls_stream),
+                        // Plain HTTP on the TLS port, a bad client, or a stalled one.
+                        Ok(Err(e)) => return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     }
-                    // Plain HTTP on the TLS port, a bad client, or a stalled one.
-                    Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
-                },
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            let idle = async {
+                match idle_timeout {
+                    Some(limit) => activity.idle_for(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stopping.cancelled() => {}
+                // Its place may be wanted by a connection in the backlog.
+                _ = idle => tracing::debug!(peer = %peer, "closing an idle connection"),
             }
+            // HTTP/2: GOAWAY, then the streams open finish; HTTP/1: the
+            // request in flight (if any) finishes, then the connection closes.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    stopping.cancel();
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 
