@@ -52,7 +52,7 @@ async fn main() {
     let build = |extra: serde_json::Value, stacked: bool| {
         let cfg = config(dir.path(), extra);
         let local = whisper_serve::dispatch::local::LocalDispatcher::open(cfg.clone()).expect("jobs dir");
-        let state = Arc::new(whisper_serve::server::AppState::new(cfg.clone(), local));
+        let state = Arc::new(whisper_serve::state::AppState::new(cfg.clone(), local));
         let routes = whisper_serve::api::router(state);
         if stacked {
             let sec = whisper_serve::security::Security::new(cfg.clone()).expect("keys");

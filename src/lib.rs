@@ -16,6 +16,7 @@ pub mod pypi_index;
 pub mod security;
 pub mod dispatch;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod vad;
 pub mod web;

@@ -27,16 +27,9 @@ use serde_json::json;
 use crate::dispatch::{Outcome, Work};
 use crate::engine::DecodeOptions;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
-/// Readiness: 200 once this process can serve (model loaded; for a
-/// gateway, a worker serving the configured model is alive).
-pub const HEALTH_PATH: &str = "/health";
-/// Liveness: 200 while the process answers at all.
-pub const LIVENESS_PATH: &str = "/health/live";
-pub const METRICS_PATH: &str = "/metrics";
-/// The dashboard's data; keyed like `/metrics`.
-pub const STATS_PATH: &str = "/v1/stats";
+pub use crate::state::{HEALTH_PATH, LIVENESS_PATH, METRICS_PATH, STATS_PATH};
 
 /// Every route, each with its entry in the OpenAPI document: routes are
 /// added only through `routes!`, which takes the path and method from the
@@ -82,8 +75,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// A failed form is read on (and dropped) for at most this long before the
+/// answer, so a client still sending gets the answer rather than a reset
+/// connection; the body deadline and body limit bound it as well.
+const DRAIN_FOR: Duration = Duration::from_secs(5);
+
 /// An upload whose Content-Length is over the limit is answered 413 before
-/// its body is read. Clients that send `Expect: 100-continue` (curl, most
+/// its body is read. (tower-http's `RequestBodyLimitLayer` refuses a large
+/// Content-Length up front as well, but answers in its own plain text,
+/// which `shape_errors` could only pass on as "length limit exceeded",
+/// without the limit in MB; axum's `DefaultBodyLimit` above then caps
+/// bodies that declare no length, as multipart errors that map to 413.) Clients that send `Expect: 100-continue` (curl, most
 /// HTTP libraries for large bodies) then get the answer instead of a
 /// `100 Continue`, and do not send the body: refusing it half-way, after
 /// the 100, makes the server close a connection the client is still
@@ -153,11 +155,11 @@ async fn liveness() -> Json<serde_json::Value> {
     ))]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let ready = state.dispatcher.health().await.ready;
-    render_metrics(ready, state.dispatcher.pool().as_deref())
+    render_metrics(ready, state.dispatcher.pool().map(|p| p.numbers()))
 }
 
 /// The metrics of a process, with its engine pool when it has one.
-pub fn render_metrics(ready: bool, pool: Option<&crate::dispatch::pool::Pool>) -> Response {
+pub fn render_metrics(ready: bool, pool: Option<crate::telemetry::metrics::PoolNumbers>) -> Response {
     let text = crate::telemetry::metrics::render(ready, pool);
     ([(header::CONTENT_TYPE, crate::telemetry::metrics::CONTENT_TYPE)], text).into_response()
 }
@@ -183,12 +185,13 @@ pub(crate) fn multipart_error(limit_mb: u64) -> impl Fn(axum::extract::multipart
 
 /// Reads a multipart form, taking the file from `file_field` (in an
 /// `upload` span).
-pub async fn read_upload(form: Multipart, file_field: &'static str, limit_mb: u64) -> Result<Upload, ApiError> {
+pub async fn read_upload(form: Multipart, file_field: &'static str, limits: &crate::config::LimitsConfig) -> Result<Upload, ApiError> {
+    let (limit_mb, field_limit) = (limits.max_upload_mb, limits.max_field_bytes);
     use tracing::Instrument;
-    read_form(form, file_field, limit_mb).instrument(tracing::info_span!("upload")).await
+    read_form(form, file_field, limit_mb, field_limit).instrument(tracing::info_span!("upload")).await
 }
 
-async fn read_form(mut form: Multipart, file_field: &'static str, limit_mb: u64) -> Result<Upload, ApiError> {
+async fn read_form(mut form: Multipart, file_field: &'static str, limit_mb: u64, field_limit: usize) -> Result<Upload, ApiError> {
     let mut file = None;
     let mut fields = Vec::new();
     let too_large = multipart_error(limit_mb);
@@ -202,12 +205,56 @@ async fn read_form(mut form: Multipart, file_field: &'static str, limit_mb: u64)
             }
             file = Some((filename, bytes));
         } else {
-            let value = field.text().await.map_err(&too_large)?;
-            fields.push((name, value));
+            match text_field(field, field_limit, &too_large).await {
+                Ok(value) => fields.push((name, value)),
+                Err(e @ ApiError::FieldTooLarge { .. }) => {
+                    let file_later = tokio::time::timeout(DRAIN_FOR, drain_form(form, file_field)).await.unwrap_or(true);
+                    // No audio under its name at all: the large field is
+                    // most likely the audio under another name, so say that.
+                    return Err(if file.is_none() && !file_later { ApiError::MissingField(file_field) } else { e });
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     let (filename, bytes) = file.ok_or(ApiError::MissingField(file_field))?;
     Ok(Upload { filename, bytes, fields })
+}
+
+/// A text field of at most `limit` bytes, read a chunk at a time so a
+/// larger one is never held whole: past the limit the rest of the field is
+/// read and dropped, and the answer is `FieldTooLarge` (naming the field,
+/// never quoting it).
+pub(crate) async fn text_field(
+    mut field: axum::extract::multipart::Field<'_>,
+    limit: usize,
+    bad: &impl Fn(axum::extract::multipart::MultipartError) -> ApiError,
+) -> Result<String, ApiError> {
+    let mut value = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(bad)? {
+        if value.len() + chunk.len() > limit {
+            let field_name = field.name().unwrap_or_default().to_string();
+            let _ = tokio::time::timeout(DRAIN_FOR, async { while let Ok(Some(_)) = field.chunk().await {} }).await;
+            return Err(ApiError::FieldTooLarge { field: field_name, limit });
+        }
+        value.extend_from_slice(&chunk);
+    }
+    // As `Field::text` does for UTF-8: malformed bytes become U+FFFD.
+    Ok(match String::from_utf8(value) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// Reads and drops the rest of a form; says whether it had a field named
+/// `file_field`.
+async fn drain_form(mut form: Multipart, file_field: &str) -> bool {
+    let mut seen = false;
+    while let Ok(Some(mut field)) = form.next_field().await {
+        seen |= field.name() == Some(file_field);
+        while let Ok(Some(_)) = field.chunk().await {}
+    }
+    seen
 }
 
 /// Checks the file name's extension against `supported_formats`. Names

@@ -15,7 +15,7 @@ use crate::engine::{Task, Transcript};
 use crate::error::{ApiError, OpenAiError};
 use crate::formats::{self, ResponseFormat};
 use crate::options::{self, RequestOptions};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub(crate) fn formatted(t: &Transcript, format: ResponseFormat, task: Task, g: formats::Granularities) -> Response {
     let _span = tracing::info_span!("response", format = format.as_str()).entered();
@@ -48,7 +48,7 @@ pub(super) fn check_model(state: &AppState, opts: &RequestOptions) -> Result<Str
 }
 
 async fn route(state: Arc<AppState>, headers: HeaderMap, form: Multipart, task: Option<Task>) -> Result<Response, OpenAiError> {
-    let upload = read_upload(form, "file", state.config.limits.max_upload_mb).await?;
+    let upload = read_upload(form, "file", &state.config.limits).await?;
     let opts: RequestOptions = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, task)?;
     check_model(&state, &opts)?;
     let format = opts.response_format.unwrap_or(ResponseFormat::Json);

@@ -13,7 +13,7 @@ use axum::Json;
 use super::{read_upload, request_id, run_transcription};
 use crate::error::{ApiError, TranscribeBody};
 use crate::options;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Transcribes an upload: the original service's route. Without
 /// `response_format` it answers `{success, text, latency, word_count,
@@ -39,7 +39,7 @@ pub(super) async fn transcribe(
     form: Multipart,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let upload = read_upload(form, "audio_file", state.config.limits.max_upload_mb).await?;
+    let upload = read_upload(form, "audio_file", &state.config.limits).await?;
     let opts = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, None)?;
     let task = opts.decode.task;
     let size = upload.bytes.len();

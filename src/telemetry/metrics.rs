@@ -7,9 +7,9 @@
 //! into the no-op recorder that `metrics` has before one is installed.
 //!
 //! What is measured where:
-//! * the engine pool's counters stay atomics in
-//!   [`Stats`](crate::dispatch::pool::Stats) (the worker heartbeat reads
-//!   them too) and are copied into the recorder at each scrape;
+//! * the engine pool's counters stay atomics in the pool (the worker
+//!   heartbeat reads them too); the pool hands them over as
+//!   [`PoolNumbers`] at each scrape, so this module needs no pool;
 //! * events with a distribution (queue wait, inference time, real-time
 //!   factor, batch size, replica busy time, HTTP requests) are recorded when
 //!   they happen;
@@ -20,7 +20,6 @@
 //! `metrics` counters are integers, so they are kept as gauges (which hold
 //! `f64`) and their `# TYPE` line is set back to `counter` when rendered.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,19 @@ use axum::response::Response;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::dispatch::pool::Pool;
+/// What an engine pool tells the metrics at a scrape: its queue now and
+/// its counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PoolNumbers {
+    pub queued: usize,
+    pub running: usize,
+    pub steps: u64,
+    pub windows: u64,
+    pub max_batch: u64,
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
+    pub audio_seconds: f64,
+}
 
 /// The Prometheus text format this module renders.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -144,19 +155,18 @@ fn describe() {
 }
 
 /// Renders every metric, refreshing those read at scrape time first.
-pub fn render(ready: bool, pool: Option<&Pool>) -> String {
+pub fn render(ready: bool, pool: Option<PoolNumbers>) -> String {
     let Some(handle) = handle() else { return String::new() };
     gauge!(READY).set(f64::from(u8::from(ready)));
     if let Some(p) = pool {
-        let s = p.stats();
-        gauge!(QUEUE_LENGTH).set(p.queued() as f64);
-        gauge!(RUNNING).set(p.running() as f64);
-        counter!(BATCH_STEPS).absolute(s.steps.load(Relaxed));
-        counter!(BATCH_WINDOWS).absolute(s.windows.load(Relaxed));
-        gauge!(BATCH_SIZE_MAX).set(s.max_batch.load(Relaxed) as f64);
-        counter!(JOBS_DONE).absolute(s.jobs_done.load(Relaxed));
-        counter!(JOBS_FAILED).absolute(s.jobs_failed.load(Relaxed));
-        gauge!(AUDIO_SECONDS).set(s.audio_ms.load(Relaxed) as f64 / 1000.0);
+        gauge!(QUEUE_LENGTH).set(p.queued as f64);
+        gauge!(RUNNING).set(p.running as f64);
+        counter!(BATCH_STEPS).absolute(p.steps);
+        counter!(BATCH_WINDOWS).absolute(p.windows);
+        gauge!(BATCH_SIZE_MAX).set(p.max_batch as f64);
+        counter!(JOBS_DONE).absolute(p.jobs_done);
+        counter!(JOBS_FAILED).absolute(p.jobs_failed);
+        gauge!(AUDIO_SECONDS).set(p.audio_seconds);
     }
     if let Some(bytes) = resident_memory_bytes() {
         gauge!(RESIDENT_MEMORY).set(bytes as f64);

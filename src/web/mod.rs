@@ -98,12 +98,6 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     serve(&file)
 }
 
-/// Whether `path` is a page or an asset (served without an API key: the
-/// pages ask for the key and send it with their API calls).
-pub fn is_public(path: &str) -> bool {
-    path == "/" || path == "/dashboard" || path.starts_with("/assets/")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +110,6 @@ mod tests {
         }
         assert!(lookup("../Cargo.toml").is_none());
         assert!(lookup("secret.txt").is_none());
-        assert!(is_public("/assets/app.js") && is_public("/") && !is_public("/v1/stats"));
+        assert!(crate::state::is_page("/assets/app.js") && crate::state::is_page("/") && !crate::state::is_page("/v1/stats"));
     }
 }
