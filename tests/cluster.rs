@@ -93,7 +93,7 @@ fn a_worker_killed_mid_job_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (long, bounds) = concat_corpus(dir.path(), 60.0);
     let hooks = Webhooks::start();
-    let config = cluster_config(&nats, json!({"cluster": {"ack_wait_s": 3}}));
+    let config = cluster_config(&nats, json!({"cluster": {"ack_wait_s": 3}, "jobs": {"webhook_allow_hosts": ["127.0.0.1"]}}));
     let a = worker(config.clone());
     let b = worker(config.clone());
     let gw = gateway(config);
@@ -141,6 +141,7 @@ fn publish_poison(nats_url: &str, id: &str) {
             callback_url: None,
             filename: Some("poison.wav".into()),
             request_id: "poison".into(),
+            owner: whisper_serve::jobs::ANONYMOUS.into(),
         };
         let record = whisper_serve::jobs::JobRecord::new(id.to_string(), request.clone());
         let kv = js.get_key_value("whisper-jobs").await.expect("jobs bucket");
@@ -251,7 +252,7 @@ fn the_async_job_api_over_nats() {
     let nats = Nats::start();
     let hooks = Webhooks::start();
     let secret = "test-secret";
-    let config = cluster_config(&nats, json!({"jobs": {"webhook_secret": secret}}));
+    let config = cluster_config(&nats, json!({"jobs": {"webhook_secret": secret, "webhook_allow_hosts": ["127.0.0.1"]}}));
     // No worker yet: jobs wait in JetStream.
     let gw = gateway(config.clone());
     let (s, queued) = wait_for("the gateway to reach NATS", Duration::from_secs(30), || {

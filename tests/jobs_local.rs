@@ -14,7 +14,7 @@ fn local_config(jobs_dir: &std::path::Path, extra: Value) -> Value {
         "deployment": {"num_replicas": 1, "cpu_per_replica": 2},
         // One transcription at a time, so later jobs wait in the queue.
         "batching": {"max_batch_size": 1},
-        "jobs": {"dir": jobs_dir, "webhook_secret": "s3cret"},
+        "jobs": {"dir": jobs_dir, "webhook_secret": "s3cret", "webhook_allow_hosts": ["127.0.0.1"]},
     }));
     common::merge_json(&mut c, extra);
     c

@@ -19,8 +19,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{OpenApi, ToSchema};
 
 /// Where the document and the page are served.
-pub const OPENAPI_PATH: &str = "/openapi.json";
-pub const DOCS_PATH: &str = "/docs";
+pub use crate::state::{DOCS_PATH, OPENAPI_PATH};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -128,7 +127,8 @@ pub struct OpenAiErrorDetail {
     pub param: Option<String>,
     /// Machine-readable: `invalid_audio`, `audio_too_long`, `upload_too_large`, `unsupported_format`,
     /// `missing_field`, `invalid_param`, `unknown_model`, `empty_file`, `queue_full`, `loading`,
-    /// `timeout`, `invalid_api_key`, `rate_limited`, `quota_exceeded`, `job_not_found`, `conflict`, ...
+    /// `timeout`, `invalid_api_key`, `rate_limited`, `quota_exceeded`, `quota_busy`, `too_many_jobs`,
+    /// `field_too_large`, `job_not_found`, `conflict`, ...
     pub code: String,
 }
 
@@ -202,7 +202,9 @@ pub struct JobForm {
     pub file: Vec<u8>,
     pub model: Option<String>,
     /// Called with the final job when it finishes; signed with `X-Whisper-Signature:
-    /// sha256=HMAC(jobs.webhook_secret, "<X-Whisper-Timestamp>.<body>")`.
+    /// sha256=HMAC(jobs.webhook_secret, "<X-Whisper-Timestamp>.<body>")`. A host that is or
+    /// resolves to an internal address (loopback, private, link-local, ...) is refused (400)
+    /// unless `jobs.webhook_allow_hosts` allows it.
     pub callback_url: Option<String>,
     #[serde(flatten)]
     pub options: DecodeFields,
@@ -256,7 +258,7 @@ pub struct VerboseTranscription {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // For the document only.
 pub enum TranscriptionErrors {
-    /// Bad form, option or audio (`invalid_audio`, `invalid_param`, `missing_field`, `unsupported_format`, `empty_file`)
+    /// Bad form, option or audio (`invalid_audio`, `invalid_param`, `missing_field`, `unsupported_format`, `empty_file`, `field_too_large`)
     #[response(status = 400)]
     BadRequest(OpenAiErrorBody),
     /// A key is required (`invalid_api_key`)
@@ -271,7 +273,7 @@ pub enum TranscriptionErrors {
     /// Upload or audio too long (`upload_too_large`, `audio_too_long`)
     #[response(status = 413)]
     TooLarge(OpenAiErrorBody),
-    /// Rate limit or daily audio quota (`Retry-After`)
+    /// Rate limit, daily audio quota, or too many of the key's jobs waiting (`rate_limit_exceeded`, `quota_exceeded`, `quota_busy`, `too_many_jobs`; `Retry-After`)
     #[response(status = 429)]
     RateLimited(OpenAiErrorBody),
     /// The engine failed

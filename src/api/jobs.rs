@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Extension, Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,9 +16,9 @@ use serde_json::json;
 use super::{check_extension, multipart_error, request_id};
 use crate::error::{ApiError, OpenAiError};
 use crate::formats::ResponseFormat;
-use crate::jobs::{self, JobRecord, JobRequest};
+use crate::jobs::{self, Caller, JobRecord, JobRequest};
 use crate::options;
-use crate::server::AppState;
+use crate::state::AppState;
 
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
@@ -34,23 +34,52 @@ const MAX_PAGE: usize = 100;
     ))]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     form: Multipart,
 ) -> Result<Response, OpenAiError> {
     let id = jobs::new_id();
-    match receive(&state, &id, &headers, form).await {
+    let caller = who(caller);
+    // A client that goes away drops this future wherever it waits: the
+    // guard then removes whatever of the upload was stored.
+    let mut unqueued = DiscardUnlessQueued(Some((state.dispatcher.clone(), id.clone())));
+    match receive(&state, &id, &caller, &headers, form).await {
         Ok(record) => {
+            unqueued.0 = None;
             let location = format!("/v1/jobs/{}", record.id);
-            Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(jobs::public_json(&record))).into_response())
+            let mut resp = (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(jobs::public_json(&record))).into_response();
+            resp.extensions_mut().insert(jobs::Accepted(record.id));
+            Ok(resp)
         }
         Err(e) => {
+            unqueued.0 = None;
             state.dispatcher.discard_audio(&id).await;
             Err(e.into())
         }
     }
 }
 
-async fn receive(state: &AppState, id: &str, headers: &HeaderMap, mut form: Multipart) -> Result<JobRecord, ApiError> {
+/// Discards a job's stored upload when dropped armed: the request ended
+/// (its client gone) before the job was queued.
+struct DiscardUnlessQueued(Option<(Arc<dyn crate::dispatch::Dispatcher>, String)>);
+
+impl Drop for DiscardUnlessQueued {
+    fn drop(&mut self) {
+        if let Some((dispatcher, id)) = self.0.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { dispatcher.discard_audio(&id).await });
+            }
+        }
+    }
+}
+
+/// The caller the key middleware found (it always sets one; anonymous
+/// is only a fallback that sees nothing but anonymous jobs).
+fn who(caller: Option<Extension<Caller>>) -> Caller {
+    caller.map_or_else(Caller::anonymous, |Extension(c)| c)
+}
+
+async fn receive(state: &AppState, id: &str, caller: &Caller, headers: &HeaderMap, mut form: Multipart) -> Result<JobRecord, ApiError> {
     let limit_mb = state.config.limits.max_upload_mb;
     let bad = multipart_error(limit_mb);
     let mut fields = Vec::new();
@@ -67,15 +96,19 @@ async fn receive(state: &AppState, id: &str, headers: &HeaderMap, mut form: Mult
                 stored = Some(state.dispatcher.store_audio(id, stream, limit_mb * 1024 * 1024).await?);
             }
             "callback_url" => {
-                let url = field.text().await.map_err(&bad)?;
+                let url = super::text_field(field, state.config.limits.max_field_bytes, &bad).await?;
                 let url = url.trim();
                 if !url.is_empty() {
-                    jobs::webhook::validate_callback_url(url)
+                    // Validated with the config, so this cannot fail here.
+                    let allow = jobs::webhook::AllowList::new(&state.config.jobs.webhook_allow_hosts)
+                        .map_err(|e| ApiError::Internal(format!("jobs.webhook_allow_hosts: {e}")))?;
+                    jobs::webhook::check_callback_url(url, &allow)
+                        .await
                         .map_err(|message| ApiError::InvalidParam { param: "callback_url", message })?;
                     callback_url = Some(url.to_string());
                 }
             }
-            _ => fields.push((name, field.text().await.map_err(&bad)?)),
+            _ => fields.push((name, super::text_field(field, state.config.limits.max_field_bytes, &bad).await?)),
         }
     }
     match stored {
@@ -97,13 +130,16 @@ async fn receive(state: &AppState, id: &str, headers: &HeaderMap, mut form: Mult
         callback_url,
         filename,
         request_id: request_id(headers),
+        owner: caller.id.clone(),
     };
     let record = state.dispatcher.enqueue(JobRecord::new(id.to_string(), request)).await?;
     tracing::info!(job_id = %record.id, "job queued");
     Ok(record)
 }
 
-/// A job's status and, once completed, its result.
+/// A job's status and, once completed, its result. Only the key that
+/// submitted the job (or an `admin` key) sees it; for any other key it
+/// does not exist (404).
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "The job's id")),
     responses(
@@ -111,8 +147,12 @@ async fn receive(state: &AppState, id: &str, headers: &HeaderMap, mut form: Mult
         (status = 401, description = "A key is required", body = crate::api::docs::OpenAiErrorBody),
         (status = 404, description = "No such job (`job_not_found`; results expire after `jobs.result_ttl_s`)", body = crate::api::docs::OpenAiErrorBody),
     ))]
-pub(super) async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, OpenAiError> {
-    let record = state.dispatcher.job(&id).await.map_err(ApiError::from)?;
+pub(super) async fn get(
+    State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> Result<Response, OpenAiError> {
+    let record = state.dispatcher.job(&id, &who(caller)).await.map_err(ApiError::from)?;
     Ok(Json(jobs::public_json(&record)).into_response())
 }
 
@@ -125,8 +165,12 @@ pub(super) async fn get(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         (status = 404, description = "No such job", body = crate::api::docs::OpenAiErrorBody),
         (status = 409, description = "Already final (`conflict`)", body = crate::api::docs::OpenAiErrorBody),
     ))]
-pub(super) async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, OpenAiError> {
-    let record = state.dispatcher.cancel(&id).await.map_err(ApiError::from)?;
+pub(super) async fn cancel(
+    State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> Result<Response, OpenAiError> {
+    let record = state.dispatcher.cancel(&id, &who(caller)).await.map_err(ApiError::from)?;
     Ok(Json(jobs::public_json(&record)).into_response())
 }
 
@@ -139,7 +183,8 @@ pub(super) struct ListQuery {
     after: Option<String>,
 }
 
-/// Recent jobs, newest first, a page at a time.
+/// The caller's recent jobs (an `admin` key: everyone's), newest first, a
+/// page at a time.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs", body = crate::api::docs::JobList),
@@ -148,13 +193,14 @@ pub(super) struct ListQuery {
     ))]
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, OpenAiError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::InvalidParam { param: "limit", message: format!("`{limit}` is not from 1 to {MAX_PAGE}") }.into());
     }
-    let page = state.dispatcher.jobs(limit, q.after).await.map_err(ApiError::from)?;
+    let page = state.dispatcher.jobs(limit, q.after, &who(caller)).await.map_err(ApiError::from)?;
     let data: Vec<_> = page.jobs.iter().map(jobs::public_json).collect();
     Ok(Json(json!({"object": "list", "data": data, "has_more": page.next.is_some(), "next": page.next})).into_response())
 }

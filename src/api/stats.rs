@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::dispatch::Load;
 use crate::error::{ApiError, OpenAiError};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::telemetry::stats::{self, Point, RecentRequest, Summary, Totals};
 
 /// The trailing window of `now`.
@@ -87,7 +87,11 @@ pub struct StatsBody {
         (status = 400, description = "A parameter out of range", body = crate::api::docs::OpenAiErrorBody),
         (status = 401, description = "A key is required (`auth.metrics_requires_key`)", body = crate::api::docs::OpenAiErrorBody),
     ))]
-pub(super) async fn stats(State(state): State<Arc<AppState>>, Query(q): Query<StatsQuery>) -> Result<Json<StatsBody>, OpenAiError> {
+pub(super) async fn stats(
+    State(state): State<Arc<AppState>>,
+    caller: Option<axum::extract::Extension<crate::jobs::Caller>>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<StatsBody>, OpenAiError> {
     let window_s = q.window_s.unwrap_or(stats::STEP_S * stats::BUCKETS as u64);
     if !(stats::STEP_S..=stats::STEP_S * stats::BUCKETS as u64).contains(&window_s) {
         return Err(ApiError::InvalidParam { param: "window_s", message: format!("`{window_s}` is not from 2 to 600") }.into());
@@ -114,7 +118,12 @@ pub(super) async fn stats(State(state): State<Arc<AppState>>, Query(q): Query<St
         totals: c.totals(),
         batch_sizes: c.batch_sizes(window_s),
         series: Series { step_s: stats::STEP_S, points: c.series(window_s) },
-        recent: c.recent(recent),
+        // Whose requests a caller may see: its own key's, an admin's all,
+        // none for a caller without a key while keys are on.
+        recent: match caller {
+            Some(axum::extract::Extension(who)) => c.recent(recent, |r| who.admin || r.owner == who.id),
+            None => Vec::new(),
+        },
         gpus: crate::gpu::nvml::samples(),
         load,
     }))

@@ -18,11 +18,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::status::ClusterStatus;
-use super::{connect, record_key, Bus, JobMessage, SYNC_PREFIX};
+use super::{connect, record_key, Bus, JobMessage};
 use crate::config::Config;
-use crate::dispatch::{pool::Pool, ByteStream, DispatchError, Dispatcher, Health, JobPage, Load, Outcome, Replica, Work};
-use crate::jobs::{self, JobRecord, JobRequest, JobStatus};
-use crate::server::{AppState, ServerError};
+use crate::dispatch::{pool::Pool, ByteStream, DispatchError, Dispatcher, Health, JobHook, JobPage, Load, Outcome, Replica, Work};
+use crate::jobs::{self, Caller, JobRecord, JobRequest, JobStatus};
+use crate::server::ServerError;
+use crate::state::AppState;
 
 /// How long one NATS operation of a request may take before the gateway
 /// calls NATS unavailable.
@@ -32,6 +33,8 @@ const POLL_EVERY: Duration = Duration::from_secs(2);
 /// How long `/health` and `/v1/stats` (and its sampler) reuse what they
 /// learnt of the workers and the stream.
 const STATUS_CACHE: Duration = Duration::from_secs(1);
+/// The longest the gateway waits for the cluster's status.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<JobRecord>>>>;
 
@@ -41,6 +44,7 @@ pub struct NatsDispatcher {
     bus: Arc<OnceLock<Bus>>,
     waiters: Waiters,
     status: tokio::sync::Mutex<Option<(Instant, ClusterStatus)>>,
+    on_final: Arc<OnceLock<JobHook>>,
 }
 
 fn unavailable(reason: impl Into<String>) -> DispatchError {
@@ -68,9 +72,10 @@ impl NatsDispatcher {
             bus: Arc::new(OnceLock::new()),
             waiters: Arc::new(Mutex::new(HashMap::new())),
             status: tokio::sync::Mutex::new(None),
+            on_final: Arc::new(OnceLock::new()),
         });
         tokio::spawn(setup_when_connected(client.clone(), config.clone(), me.bus.clone()));
-        tokio::spawn(listen_for_records(client, config.cluster.jobs_bucket.clone(), me.waiters.clone()));
+        tokio::spawn(listen_for_records(client, config.cluster.jobs_bucket.clone(), me.waiters.clone(), me.on_final.clone()));
         Ok(me)
     }
 
@@ -104,6 +109,30 @@ impl NatsDispatcher {
             Ok(Err(e)) => Err(unavailable(format!("cannot queue the job: {e}"))),
             Err(_) => Err(unavailable("cannot queue the job: NATS did not answer in time")),
         }
+    }
+
+    /// Writes a new job's record and its owner's index entry, then queues
+    /// its message; on failure, takes back what it wrote.
+    async fn record_and_publish(&self, bus: &Bus, job: &JobRecord, size: u64) -> Result<(), DispatchError> {
+        let value = serde_json::to_vec(job).map_err(|e| DispatchError::Engine(e.to_string()))?;
+        tokio::time::timeout(OP_TIMEOUT, bus.jobs.put(&job.id, value.into()))
+            .await
+            .map_err(|_| unavailable("cannot record the job: NATS did not answer in time"))?
+            .map_err(|e| unavailable(format!("cannot record the job: {e}")))?;
+        // The owner's index entry: listing reads only these keys of the
+        // caller's, never the whole bucket. Expires with the bucket's TTL.
+        let index = super::index_key(&job.request.owner, job.created_at_ms, &job.id);
+        if let Err(e) = tokio::time::timeout(OP_TIMEOUT, bus.jobs.put(&index, Bytes::new())).await.map_err(|_| "timed out".to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            let _ = bus.jobs.purge(&job.id).await;
+            return Err(unavailable(format!("cannot record the job: {e}")));
+        }
+        let msg = JobMessage { id: job.id.clone(), sync: false, request: job.request.clone(), audio_bytes: size, created_at_ms: job.created_at_ms };
+        if let Err(e) = self.publish(bus, &msg).await {
+            let _ = bus.jobs.purge(&job.id).await;
+            let _ = bus.jobs.purge(&index).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Reads a record, with its transcript; None when absent.
@@ -196,13 +225,16 @@ async fn setup_when_connected(client: async_nats::Client, config: Arc<Config>, s
 /// Hands every final record written to the jobs bucket to the request
 /// waiting for it. Core NATS (no consumer): cheap, and it resubscribes by
 /// itself after a reconnect.
-async fn listen_for_records(client: async_nats::Client, bucket: String, waiters: Waiters) {
+async fn listen_for_records(client: async_nats::Client, bucket: String, waiters: Waiters, on_final: Arc<OnceLock<JobHook>>) {
     let prefix = format!("$KV.{bucket}.");
     loop {
         match client.subscribe(format!("{prefix}>")).await {
             Ok(mut sub) => {
                 while let Some(msg) = sub.next().await {
                     let Some(key) = msg.subject.as_str().strip_prefix(&prefix) else { continue };
+                    if key.starts_with(super::INDEX_PREFIX) || key.starts_with(super::BACKLOG_PREFIX) {
+                        continue;
+                    }
                     let Ok(rec) = serde_json::from_slice::<JobRecord>(&msg.payload) else { continue };
                     if !rec.status.is_final() {
                         continue;
@@ -211,7 +243,10 @@ async fn listen_for_records(client: async_nats::Client, bucket: String, waiters:
                     // them as they are written (sync ones it counts as requests).
                     if !key.starts_with(super::SYNC_PREFIX) {
                         let took_ms = (rec.updated_at_ms - rec.created_at_ms) as f64;
-                        crate::telemetry::stats::global().job(&rec.request.request_id, rec.outcome_status(), took_ms, rec.audio_seconds);
+                        crate::telemetry::stats::global().job(&rec.request.request_id, &rec.request.owner, rec.outcome_status(), took_ms, rec.audio_seconds);
+                        if let Some(hook) = on_final.get() {
+                            hook(&rec);
+                        }
                     }
                     let waiter = waiters.lock().ok().and_then(|mut w| w.remove(key));
                     if let Some(tx) = waiter {
@@ -235,7 +270,16 @@ impl NatsDispatcher {
                 return s.clone();
             }
         }
-        let s = ClusterStatus::gather(bus, &self.config.model.size).await;
+        // Bounded: a NATS call that never answers (a KV key listing whose
+        // last entry expired under it, say) must not hang `/health` and
+        // every caller queued on this lock behind it.
+        let s = match tokio::time::timeout(STATUS_TIMEOUT, ClusterStatus::gather(bus, &self.config.model.size)).await {
+            Ok(s) => s,
+            Err(_) => {
+                tracing::warn!(timeout_s = STATUS_TIMEOUT.as_secs(), "cluster status took too long; answering without it");
+                ClusterStatus::default()
+            }
+        };
         *cache = Some((Instant::now(), s.clone()));
         s
     }
@@ -313,6 +357,8 @@ impl Dispatcher for NatsDispatcher {
             callback_url: None,
             filename: None,
             request_id: work.request_id,
+            // Sync requests are answered to their caller and never listed.
+            owner: jobs::ANONYMOUS.to_string(),
         };
         let msg = JobMessage { id: id.clone(), sync: true, request, audio_bytes: size, created_at_ms: jobs::now_ms() };
         if let Err(e) = self.publish(bus, &msg).await {
@@ -373,34 +419,45 @@ impl Dispatcher for NatsDispatcher {
         }
     }
 
-    async fn enqueue(&self, job: JobRecord) -> Result<JobRecord, DispatchError> {
+    async fn enqueue(&self, mut job: JobRecord) -> Result<JobRecord, DispatchError> {
         let bus = self.bus()?;
         if let Some((pending, _)) = bus.consumer_pending(&self.config.model.size).await {
             if pending >= self.config.jobs.max_queued as u64 {
                 return Err(DispatchError::QueueFull { retry_after_s: 30 });
             }
         }
-        let value = serde_json::to_vec(&job).map_err(|e| DispatchError::Engine(e.to_string()))?;
-        tokio::time::timeout(OP_TIMEOUT, bus.jobs.put(&job.id, value.into()))
-            .await
-            .map_err(|_| unavailable("cannot record the job: NATS did not answer in time"))?
-            .map_err(|e| unavailable(format!("cannot record the job: {e}")))?;
         let size = bus.audio.info(&job.id).await.map(|i| i.size as u64).unwrap_or(0);
-        let msg = JobMessage { id: job.id.clone(), sync: false, request: job.request.clone(), audio_bytes: size, created_at_ms: job.created_at_ms };
-        if let Err(e) = self.publish(bus, &msg).await {
-            let _ = bus.jobs.purge(&job.id).await;
-            return Err(e);
+        job.upload_bytes = Some(size);
+        // The owner's backlog, checked and taken in one compare-and-set.
+        let cfg = &self.config.jobs;
+        let owner = job.request.owner.clone();
+        let before = tokio::time::timeout(
+            OP_TIMEOUT,
+            super::update_backlog(&bus.jobs, &owner, |b| {
+                crate::dispatch::check_backlog(cfg, b.jobs, b.bytes, size).ok()?;
+                Some(super::Backlog { jobs: b.jobs + 1, bytes: b.bytes.saturating_add(size) })
+            }),
+        )
+        .await
+        .map_err(|_| unavailable("cannot record the job: NATS did not answer in time"))?
+        .map_err(|e| unavailable(format!("cannot record the job: {e}")))?;
+        crate::dispatch::check_backlog(cfg, before.jobs, before.bytes, size)?;
+        match self.record_and_publish(bus, &job, size).await {
+            Ok(()) => Ok(job),
+            Err(e) => {
+                super::backlog_done(&bus.jobs, &owner, size).await;
+                Err(e)
+            }
         }
-        Ok(job)
     }
 
-    async fn job(&self, id: &str) -> Result<JobRecord, DispatchError> {
+    async fn job(&self, id: &str, caller: &Caller) -> Result<JobRecord, DispatchError> {
         check_id(id)?;
         let bus = self.bus()?;
-        self.read(bus, id).await?.ok_or_else(|| DispatchError::NotFound(id.to_string()))
+        self.read(bus, id).await?.filter(|r| caller.may_see(r)).ok_or_else(|| DispatchError::NotFound(id.to_string()))
     }
 
-    async fn cancel(&self, id: &str) -> Result<JobRecord, DispatchError> {
+    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobRecord, DispatchError> {
         check_id(id)?;
         let bus = self.bus()?;
         // Compare-and-set on the record's revision: a worker finishing at
@@ -411,6 +468,9 @@ impl Dispatcher for NatsDispatcher {
                 return Err(DispatchError::NotFound(id.to_string()));
             };
             let mut rec: JobRecord = serde_json::from_slice(&entry.value).map_err(|e| DispatchError::Engine(e.to_string()))?;
+            if !caller.may_see(&rec) {
+                return Err(DispatchError::NotFound(id.to_string()));
+            }
             if rec.status.is_final() {
                 return Err(DispatchError::AlreadyFinal { id: id.to_string(), status: rec.status });
             }
@@ -419,6 +479,7 @@ impl Dispatcher for NatsDispatcher {
             let value = serde_json::to_vec(&rec).map_err(|e| DispatchError::Engine(e.to_string()))?;
             if bus.jobs.update(id, value.into(), entry.revision).await.is_ok() {
                 let _ = bus.audio.delete(id).await;
+                super::backlog_done(&bus.jobs, &rec.request.owner, rec.upload_bytes.unwrap_or(0)).await;
                 tracing::info!(job_id = %id, "job cancelled");
                 return Ok(rec);
             }
@@ -426,22 +487,51 @@ impl Dispatcher for NatsDispatcher {
         Err(unavailable("the job kept changing; try again"))
     }
 
-    async fn jobs(&self, limit: usize, after: Option<String>) -> Result<JobPage, DispatchError> {
+    async fn jobs(&self, limit: usize, after: Option<String>, caller: &Caller) -> Result<JobPage, DispatchError> {
         let bus = self.bus()?;
-        let keys = bus.jobs.keys().await.map_err(|e| unavailable(e.to_string()))?;
-        let mut ids: Vec<String> = keys.try_collect::<Vec<String>>().await.map_err(|e| unavailable(e.to_string()))?;
-        ids.retain(|k| !k.starts_with(SYNC_PREFIX) && after.as_ref().is_none_or(|a| k < a));
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in &ids {
-            if let Some(r) = self.read(bus, id).await? {
-                jobs.push(r);
+        // The caller's index keys only (an admin's: every owner's), named
+        // `idx.<owner>.<created_ms>_<id>`: the server filters the subjects.
+        let filter = match caller.admin {
+            true => format!("{}{}>", bus.jobs.prefix, super::INDEX_PREFIX),
+            false => format!("{}{}.>", bus.jobs.prefix, super::index_owner(&caller.id)),
+        };
+        let subjects = tokio::time::timeout(OP_TIMEOUT, async {
+            let info = bus.jobs.stream.info_with_subjects(&filter).await.map_err(|e| e.to_string())?;
+            info.try_collect::<HashMap<String, usize>>().await.map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|_| unavailable("cannot list jobs: NATS did not answer in time"))?
+        .map_err(|e| unavailable(format!("cannot list jobs: {e}")))?;
+        // (created_ms, id), newest first.
+        let mut entries: Vec<(String, String)> = subjects
+            .keys()
+            .filter_map(|s| s.rsplit('.').next())
+            .filter_map(|last| last.split_once('_').map(|(ms, id)| (ms.to_string(), id.to_string())))
+            .collect();
+        entries.sort_unstable_by(|a, b| b.cmp(a));
+        entries.dedup();
+        if let Some(a) = &after {
+            match entries.iter().position(|(_, id)| id == a) {
+                Some(i) => drop(entries.drain(..=i)),
+                // Not one of the caller's: an empty page, telling nothing.
+                None => entries.clear(),
             }
         }
-        let next = if more { ids.last().cloned() } else { None };
-        Ok(JobPage { jobs, next })
+        let mut jobs = Vec::with_capacity(limit);
+        let mut last = None;
+        let mut more = false;
+        for (_, id) in &entries {
+            if jobs.len() == limit {
+                more = true;
+                break;
+            }
+            // Expired or another owner's under a colliding prefix: skipped.
+            if let Some(r) = self.read(bus, id).await?.filter(|r| caller.may_see(r)) {
+                jobs.push(r);
+                last = Some(id.clone());
+            }
+        }
+        Ok(JobPage { jobs, next: if more { last } else { None } })
     }
 
     async fn health(&self) -> Health {
@@ -472,6 +562,10 @@ impl Dispatcher for NatsDispatcher {
         vec![self.config.model.size.clone()]
     }
 
+    fn on_job_final(&self, hook: JobHook) {
+        let _ = self.on_final.set(hook);
+    }
+
     fn pool(&self) -> Option<Arc<Pool>> {
         None
     }
@@ -493,7 +587,7 @@ pub async fn run(
     let dispatcher = NatsDispatcher::start(config.clone()).await?;
     let state = Arc::new(AppState::new(config.clone(), dispatcher));
     crate::api::stats::spawn_sampler(&state);
-    crate::server::serve_api(listener, crate::api::router(state.clone()), &config, shutdown).await?;
+    crate::server::serve_api(listener, crate::api::router(state.clone()), &config, Some(&state.dispatcher), shutdown).await?;
     crate::server::drain(&state).await;
     Ok(())
 }

@@ -23,6 +23,81 @@ use crate::jobs::JobRequest;
 /// does not list (the gateway removes them once answered).
 pub const SYNC_PREFIX: &str = "sync.";
 
+/// Key prefix of the owners' job index in the jobs bucket:
+/// `idx.<owner token>.<created_ms>_<id>`, empty values. `GET /v1/jobs`
+/// lists a caller's jobs by these keys, so it reads only that owner's.
+pub const INDEX_PREFIX: &str = "idx.";
+
+/// The index token of an owner (a key id may hold characters a NATS
+/// subject cannot): `idx.` and 32 hex digits of its SHA-256.
+pub fn index_owner(owner: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(owner.as_bytes());
+    format!("{INDEX_PREFIX}{}", &hex::encode(d)[..32])
+}
+
+/// The index key of job `id` of `owner` created at `created_ms`; the
+/// zero-padded time makes the keys sort by creation.
+pub fn index_key(owner: &str, created_ms: i64, id: &str) -> String {
+    format!("{}.{:015}_{id}", index_owner(owner), created_ms.max(0))
+}
+
+/// Key prefix of each owner's backlog in the jobs bucket:
+/// `backlog.<owner token>` holds [`Backlog`], the jobs it has queued or
+/// running and their bytes, kept by compare-and-set: added to by the
+/// gateway that queues a job, taken from by whoever writes the job's final
+/// record (the worker, or the gateway that cancels it). A count left too
+/// high by a crash between the two writes clears when the entry expires
+/// with the bucket's TTL after the owner's last job.
+pub const BACKLOG_PREFIX: &str = "backlog.";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Backlog {
+    pub jobs: u64,
+    pub bytes: u64,
+}
+
+fn backlog_key(owner: &str) -> String {
+    let token = index_owner(owner);
+    format!("{BACKLOG_PREFIX}{}", token.trim_start_matches(INDEX_PREFIX))
+}
+
+/// Changes `owner`'s backlog by `f` with compare-and-set, retrying when
+/// another writer got there first; `f` may refuse (None: nothing written).
+/// Returns the backlog it saw before the change.
+pub async fn update_backlog(
+    jobs: &kv::Store,
+    owner: &str,
+    f: impl Fn(Backlog) -> Option<Backlog>,
+) -> Result<Backlog, ClusterError> {
+    let key = backlog_key(owner);
+    for _ in 0..20 {
+        let entry = jobs.entry(&key).await.map_err(nats_err)?;
+        let (now, revision) = match entry.filter(|e| e.operation == kv::Operation::Put) {
+            Some(e) => (serde_json::from_slice(&e.value).unwrap_or_default(), Some(e.revision)),
+            None => (Backlog::default(), None),
+        };
+        let Some(next) = f(now) else { return Ok(now) };
+        let value: bytes::Bytes = serde_json::to_vec(&next).map_err(nats_err)?.into();
+        let written = match revision {
+            Some(r) => jobs.update(&key, value, r).await.is_ok(),
+            None => jobs.create(&key, value).await.is_ok(),
+        };
+        if written {
+            return Ok(now);
+        }
+    }
+    Err(ClusterError::Nats(format!("{key} kept changing")))
+}
+
+/// A job of `owner` holding `bytes` reached its final state.
+pub async fn backlog_done(jobs: &kv::Store, owner: &str, bytes: u64) {
+    let done = update_backlog(jobs, owner, |b| Some(Backlog { jobs: b.jobs.saturating_sub(1), bytes: b.bytes.saturating_sub(bytes) })).await;
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "cannot update the owner's job backlog");
+    }
+}
+
 /// Header of a dead letter: why the job failed.
 pub const DEAD_REASON_HEADER: &str = "Whisper-Error";
 

@@ -2,7 +2,7 @@
 //! jobs pending for a model, dead letters. The gateway's `/health` and
 //! `whisper-serve cluster status` show the same numbers.
 
-use futures::StreamExt;
+use futures::TryStreamExt;
 use serde_json::json;
 
 use super::{Bus, WorkerInfo};
@@ -26,9 +26,17 @@ impl ClusterStatus {
         let mut workers = Vec::new();
         let now = crate::jobs::now_ms();
         let stale_ms = bus.cfg.heartbeat_s as i64 * 1000 * MISSED_BEATS;
-        if let Ok(mut keys) = bus.workers.keys().await {
-            while let Some(Ok(key)) = keys.next().await {
-                let Ok(Some(value)) = bus.workers.get(&key).await else { continue };
+        // The bucket's subjects, from one stream-info request, rather than
+        // `Store::keys`: its consumer waits for a last entry that can expire
+        // (heartbeats have a TTL) before it is delivered, and then hangs.
+        let subjects = async {
+            let info = bus.workers.stream.info_with_subjects(format!("{}>", bus.workers.prefix)).await.ok()?;
+            info.try_collect::<std::collections::HashMap<String, usize>>().await.ok()
+        };
+        if let Some(subjects) = subjects.await {
+            for subject in subjects.keys() {
+                let Some(key) = subject.strip_prefix(&bus.workers.prefix) else { continue };
+                let Ok(Some(value)) = bus.workers.get(key).await else { continue };
                 let Ok(info) = serde_json::from_slice::<WorkerInfo>(&value) else { continue };
                 // Clocks of different machines: a beat "from the future" counts as fresh.
                 if now - info.heartbeat_at_ms <= stale_ms {

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use super::{connect, Bus, ClusterError, JobMessage, WorkerInfo, DEAD_REASON_HEADER};
 use crate::config::Config;
-use crate::dispatch::pool::{BatchSettings, Pool};
+use crate::dispatch::pool::{BatchSettings, Pool, PoolLimits};
 use crate::dispatch::{local::outcome, DispatchError, Outcome};
 use crate::jobs::webhook::WebhookSender;
 use crate::jobs::{self, JobRecord, JobStatus};
@@ -35,6 +35,9 @@ use crate::server::ServerError;
 
 /// How long one pull waits for a job before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// Compare-and-set rounds a record write makes before giving up (and
+/// leaving the job to JetStream's redelivery).
+const WRITE_TRIES: usize = 5;
 
 struct Worker {
     id: String,
@@ -66,7 +69,7 @@ async fn health(State(p): State<Arc<Probe>>) -> Response {
 }
 
 async fn metrics(State(p): State<Arc<Probe>>) -> Response {
-    crate::api::render_metrics(p.pool.get().is_some(), p.pool.get().map(|p| p.as_ref()))
+    crate::api::render_metrics(p.pool.get().is_some(), p.pool.get().map(|p| p.numbers()))
 }
 
 /// `whisper-serve worker`: `/health` and `/metrics` on `listener`, jobs
@@ -79,15 +82,15 @@ pub async fn run(
     let config = Arc::new(config);
     let probe = Arc::new(Probe::default());
     let app = Router::new()
-        .route(crate::api::HEALTH_PATH, get(health))
-        .route(crate::api::LIVENESS_PATH, get(|| async { Json(json!({"status": "alive"})) }))
-        .route(crate::api::METRICS_PATH, get(metrics))
+        .route(crate::state::HEALTH_PATH, get(health))
+        .route(crate::state::LIVENESS_PATH, get(|| async { Json(json!({"status": "alive"})) }))
+        .route(crate::state::METRICS_PATH, get(metrics))
         .with_state(probe.clone());
     let stop = CancellationToken::new();
     let http = {
         let stop = stop.clone();
         let config = config.clone();
-        tokio::spawn(async move { crate::server::serve_api(listener, app, &config, async move { stop.cancelled().await }).await })
+        tokio::spawn(async move { crate::server::serve_api(listener, app, &config, None, async move { stop.cancelled().await }).await })
     };
     let result = work(config, probe.clone(), shutdown).await;
     if let Err(e) = &result {
@@ -107,7 +110,8 @@ async fn work(config: Arc<Config>, probe: Arc<Probe>, shutdown: impl std::future
     let batching = BatchSettings::from_config(&config, engine.is_cuda());
     let replicas = config.deployment.num_replicas as usize;
     let capacity = replicas * batching.max_batch_size.max(1);
-    let pool = Arc::new(Pool::start(engine, replicas, config.limits.max_queue.max(capacity), batching));
+    let limits = PoolLimits { max_queue: config.limits.max_queue.max(capacity), ..PoolLimits::from_config(&config) };
+    let pool = Arc::new(Pool::start(engine, replicas, limits, batching));
     let _ = probe.pool.set(pool.clone());
     let bus = loop {
         if client.connection_state() == async_nats::connection::State::Connected {
@@ -123,6 +127,7 @@ async fn work(config: Arc<Config>, probe: Arc<Probe>, shutdown: impl std::future
         config.jobs.webhook_secret.clone(),
         config.jobs.webhook_max_attempts,
         Duration::from_secs(config.jobs.webhook_timeout_s),
+        &config.jobs.webhook_allow_hosts,
     )
     .map_err(|e| ServerError::Cluster(e.to_string()))?;
     let worker = Arc::new(Worker { id: id.clone(), config: config.clone(), bus, pool, webhooks: Arc::new(webhooks), done: AtomicU64::new(0) });
@@ -348,13 +353,23 @@ impl Worker {
         }
         match self.write(&key, &record, revision).await {
             Written::Ok(_) => {}
-            Written::Superseded => tracing::info!("the job was cancelled or answered elsewhere meanwhile"),
+            Written::Superseded => {
+                // Cancelled (or answered by another worker) meanwhile: that
+                // record stands, and this run tells no one it completed.
+                tracing::info!("the job was cancelled or answered elsewhere meanwhile; no callback");
+                let _ = msg.double_ack().await;
+                let _ = self.bus.audio.delete(&job.id).await;
+                return;
+            }
             Written::Failed => {
                 // Not recorded: leave it to JetStream to deliver again.
                 tracing::warn!("cannot record the job's result; it will be redelivered");
                 let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
                 return;
             }
+        }
+        if !job.sync {
+            super::backlog_done(&self.bus.jobs, &record.request.owner, job.audio_bytes).await;
         }
         if let Err(e) = msg.double_ack().await {
             tracing::warn!(error = %e, "ack not confirmed; a redelivery will find the record and ack");
@@ -376,9 +391,14 @@ impl Worker {
         r
     }
 
-    /// Writes `rec` under `key` if it is still at `revision` (None: absent).
-    /// A transcript too big for one NATS message goes to the object store
-    /// (see [`super::spill_transcript`]).
+    /// Writes `rec` under `key` by compare-and-set: at `revision` (None:
+    /// absent). When someone else wrote meanwhile, their record is read
+    /// again: a final one (a cancel, another worker's answer) wins and this
+    /// write is [`Written::Superseded`]; a non-final one (another
+    /// delivery's "running") is replaced, again by compare-and-set, never
+    /// by a plain put that could land over a cancel. A transcript too big
+    /// for one NATS message goes to the object store (see
+    /// [`super::spill_transcript`]).
     async fn write(&self, key: &str, rec: &JobRecord, revision: Option<u64>) -> Written {
         let mut rec = rec.clone();
         rec.updated_at_ms = jobs::now_ms();
@@ -389,28 +409,31 @@ impl Worker {
         }
         let Ok(value) = serde_json::to_vec(&rec) else { return Written::Failed };
         let value: bytes::Bytes = value.into();
-        let first = match revision {
-            Some(r) => self.bus.jobs.update(key, value.clone(), r).await.map_err(|e| e.to_string()),
-            None => self.bus.jobs.create(key, value.clone()).await.map_err(|e| e.to_string()),
-        };
-        match first {
-            Ok(r) => Written::Ok(r),
-            Err(e) => {
-                // Someone else wrote: keep a final record of theirs, else overwrite.
-                match self.bus.jobs.get(key).await {
-                    Ok(Some(v)) if serde_json::from_slice::<JobRecord>(&v).is_ok_and(|r| r.status.is_final()) => {
-                        return Written::Superseded
+        let mut revision = revision;
+        for _ in 0..WRITE_TRIES {
+            let tried = match revision {
+                Some(r) => self.bus.jobs.update(key, value.clone(), r).await.map_err(|e| e.to_string()),
+                None => self.bus.jobs.create(key, value.clone()).await.map_err(|e| e.to_string()),
+            };
+            let e = match tried {
+                Ok(r) => return Written::Ok(r),
+                Err(e) => e,
+            };
+            match self.bus.jobs.entry(key).await {
+                Ok(Some(entry)) if entry.operation == jetstream::kv::Operation::Put => {
+                    if serde_json::from_slice::<JobRecord>(&entry.value).is_ok_and(|r| r.status.is_final()) {
+                        return Written::Superseded;
                     }
-                    Ok(_) => {}
-                    Err(_) => return Written::Failed,
+                    tracing::debug!(error = %e, "record changed meanwhile; writing over it at its new revision");
+                    revision = Some(entry.revision);
                 }
-                tracing::debug!(error = %e, "record changed meanwhile; overwriting");
-                match self.bus.jobs.put(key, value).await {
-                    Ok(r) => Written::Ok(r),
-                    Err(_) => Written::Failed,
-                }
+                // Deleted or purged (expired, or the gateway gave up on a
+                // synchronous request): nobody waits for it.
+                Ok(_) => return Written::Superseded,
+                Err(_) => return Written::Failed,
             }
         }
+        Written::Failed
     }
 
     /// Fetches, decodes and transcribes, with progress acks every third of
@@ -457,11 +480,7 @@ impl Worker {
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| DispatchError::Engine(format!("cannot read the job's audio: {e}")))?;
-        let max_s = self.config.limits.max_audio_seconds;
-        let decode_span = tracing::info_span!("audio_decode", bytes = bytes.len());
-        let audio = tokio::task::spawn_blocking(move || decode_span.in_scope(|| crate::audio::decode(&bytes, max_s)))
-            .await
-            .map_err(|e| DispatchError::Engine(format!("decoder task failed: {e}")))??;
+        let audio = self.pool.decode(bytes.into(), self.config.limits.max_audio_seconds).await?;
         let rx = self.pool.submit(audio, job.request.decode.clone())?;
         outcome(rx.await)
     }

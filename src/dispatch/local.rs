@@ -15,13 +15,13 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::pool::{BatchSettings, Pool, Reply};
-use super::{ByteStream, DispatchError, Dispatcher, Health, JobPage, Load, Outcome, Replica, Work};
+use super::pool::{BatchSettings, Pool, PoolLimits, Reply};
+use super::{ByteStream, DispatchError, Dispatcher, Health, JobHook, JobPage, Load, Outcome, Replica, Work};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::jobs::store::{JobStore, StoreError};
 use crate::jobs::webhook::WebhookSender;
-use crate::jobs::{self, JobError, JobRecord, JobStatus};
+use crate::jobs::{self, Caller, JobError, JobRecord, JobStatus};
 
 /// How often finished jobs past `jobs.result_ttl_s` are removed.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -33,9 +33,12 @@ pub struct LocalDispatcher {
     store: JobStore,
     webhooks: Arc<WebhookSender>,
     runnable: mpsc::UnboundedSender<String>,
-    /// Running async jobs: dropping the sender's pair cancels one.
-    cancels: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Running async jobs, by id: the attempt that runs it and the sender
+    /// whose pair cancels it. The attempt number keeps one run from
+    /// removing another's entry.
+    cancels: Mutex<HashMap<String, (u32, oneshot::Sender<()>)>>,
     stopping: AtomicBool,
+    on_final: OnceLock<JobHook>,
 }
 
 impl From<StoreError> for DispatchError {
@@ -56,9 +59,22 @@ impl LocalDispatcher {
             config.jobs.webhook_secret.clone(),
             config.jobs.webhook_max_attempts,
             Duration::from_secs(config.jobs.webhook_timeout_s),
+            &config.jobs.webhook_allow_hosts,
         )
         .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
         let webhooks = Arc::new(webhooks);
+        // Before anything runs: jobs left running belonged to a process
+        // that is gone, and files without a job are uploads it never finished.
+        let max_attempts = config.jobs.max_attempts;
+        let failed = store.recover_interrupted(max_attempts, outbox_entry)?;
+        for rec in &failed {
+            tracing::error!(job_id = %rec.id, attempts = rec.attempts, "job failed: the server stopped while running it too often");
+        }
+        match store.sweep_orphans() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "removed uploads that belong to no job"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep orphaned uploads"),
+        }
         let (runnable, rx) = mpsc::unbounded_channel();
         let me = Arc::new(Self {
             config,
@@ -69,22 +85,54 @@ impl LocalDispatcher {
             runnable,
             cancels: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            on_final: OnceLock::new(),
         });
         tokio::spawn(me.clone().run_jobs(rx));
         tokio::spawn(me.clone().purge_expired());
+        // Webhooks whose delivery a previous run had not finished.
+        match me.store.pending_deliveries() {
+            Ok(pending) => {
+                if !pending.is_empty() {
+                    tracing::info!(webhooks = pending.len(), "resuming webhook deliveries");
+                }
+                for d in pending {
+                    me.deliver(d.job_id, d.url, d.body);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the webhook outbox"),
+        }
         Ok(me)
+    }
+
+    /// Delivers one webhook from the outbox, then removes it from there
+    /// (delivered, or given up after `jobs.webhook_max_attempts`).
+    fn deliver(&self, job_id: String, url: String, body: Vec<u8>) {
+        let (webhooks, store) = (self.webhooks.clone(), self.store.clone());
+        tokio::spawn(async move {
+            match webhooks.deliver(&url, &job_id, body).await {
+                Ok(attempts) => tracing::info!(job_id, attempts, "webhook delivered"),
+                Err(e) => tracing::warn!(job_id, attempts = e.attempts(), error = %e, "webhook delivery gave up"),
+            }
+            let id = job_id.clone();
+            let removed = tokio::task::spawn_blocking(move || store.delivered(&id)).await;
+            if !matches!(removed, Ok(Ok(()))) {
+                tracing::warn!(job_id, "cannot remove a delivered webhook from the outbox; it may be sent again after a restart");
+            }
+        });
     }
 
     /// Starts the engine pool and resumes the jobs a previous run left.
     pub async fn attach(self: &Arc<Self>, engine: Arc<Engine>) {
         let c = &self.config;
         let batching = BatchSettings::from_config(c, engine.is_cuda());
-        let pool = Pool::start(engine, c.deployment.num_replicas as usize, c.limits.max_queue, batching);
+        let pool = Pool::start(engine, c.deployment.num_replicas as usize, PoolLimits::from_config(c), batching);
         let _ = self.pool.set(Arc::new(pool));
+        // Jobs queued while the model loaded are in the channel already and
+        // come again here: harmless, since only a queued job can be started.
         match self.db(|s| s.unfinished()).await {
             Ok(left) => {
                 if !left.is_empty() {
-                    tracing::info!(jobs = left.len(), "resuming jobs queued before the restart");
+                    tracing::info!(jobs = left.len(), "running the jobs queued so far");
                 }
                 for job in left {
                     let _ = self.runnable.send(job.id);
@@ -129,11 +177,7 @@ impl LocalDispatcher {
         cancel: impl std::future::Future<Output = ()>,
     ) -> Result<Option<Outcome>, DispatchError> {
         let pool = self.ready_pool()?.clone();
-        let max_s = self.config.limits.max_audio_seconds;
-        let span = tracing::info_span!("audio_decode", bytes = bytes.len());
-        let audio = tokio::task::spawn_blocking(move || span.in_scope(|| crate::audio::decode(&bytes, max_s)))
-            .await
-            .map_err(|e| DispatchError::Engine(format!("decoder task failed: {e}")))??;
+        let audio = pool.decode(bytes, self.config.limits.max_audio_seconds).await?;
         let rx = pool.submit(audio, options)?;
         tokio::select! {
             reply = rx => Ok(Some(outcome(reply)?)),
@@ -169,12 +213,15 @@ impl LocalDispatcher {
     }
 
     async fn run_job(self: &Arc<Self>, id: String) {
+        // Only queued -> running starts a job: a job already running (sent
+        // twice: queued while the model loaded, then resumed) or final is
+        // left alone, so each job runs once.
         let started = self
             .db({
                 let id = id.clone();
                 move |s| {
                     s.update_if(&id, |r| {
-                        if r.status.is_final() {
+                        if r.status != JobStatus::Queued {
                             return false;
                         }
                         r.status = JobStatus::Running;
@@ -186,27 +233,31 @@ impl LocalDispatcher {
             })
             .await;
         let record = match started {
-            Ok(Some(r)) if r.status == JobStatus::Running => r,
+            Ok(Some((r, true))) => r,
             Ok(_) => return,
             Err(e) => {
                 tracing::error!(job_id = %id, error = %e, "cannot start the job");
                 return;
             }
         };
+        test_fault_abort(&record);
+        let attempt = record.attempts;
         let request_id = record.request.request_id.clone();
         let result = match tokio::fs::read(self.store.audio_path(&id).unwrap_or_default()).await {
             Err(e) => Err(DispatchError::Engine(format!("the job's audio is gone: {e}"))),
             Ok(bytes) => {
                 let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
                 if let Ok(mut c) = self.cancels.lock() {
-                    c.insert(id.clone(), cancel_tx);
+                    c.insert(id.clone(), (attempt, cancel_tx));
                 }
                 let cancelled = async {
                     let _ = cancel_rx.await;
                 };
                 let r = self.run_waiting_for_room(bytes.into(), record.request.decode.clone(), cancelled).await;
                 if let Ok(mut c) = self.cancels.lock() {
-                    c.remove(&id);
+                    if c.get(&id).is_some_and(|(a, _)| *a == attempt) {
+                        c.remove(&id);
+                    }
                 }
                 r
             }
@@ -214,7 +265,24 @@ impl LocalDispatcher {
         let (status, transcript, error) = match result {
             Ok(None) => return, // cancelled; cancel() wrote the record
             Ok(Some(o)) => (JobStatus::Completed, Some(o.transcript), None),
-            Err(DispatchError::ShuttingDown) => return, // stays running; resumed on restart
+            Err(DispatchError::ShuttingDown) => {
+                // Stopped on purpose, not by the job: back to the queue for
+                // the next start, without counting the attempt.
+                let key = id.clone();
+                let _ = self
+                    .db(move |s| {
+                        s.update_if(&key, |r| {
+                            if r.status != JobStatus::Running {
+                                return false;
+                            }
+                            r.status = JobStatus::Queued;
+                            r.attempts = r.attempts.saturating_sub(1);
+                            true
+                        })
+                    })
+                    .await;
+                return;
+            }
             Err(e) => {
                 tracing::warn!(job_id = %id, request_id = %request_id, error = %e, "job failed");
                 (JobStatus::Failed, None, Some(e.to_job_error()))
@@ -253,45 +321,57 @@ impl LocalDispatcher {
         error: Option<JobError>,
     ) {
         let audio_seconds = transcript.as_ref().map(|t| t.duration);
+        // The final record and its webhook in one transaction: the webhook
+        // exists exactly when this write happened (not when a cancel won).
         let written = self
             .db({
                 let id = id.to_string();
                 move |s| {
-                    s.update_if(&id, move |r| {
-                        if r.status.is_final() {
-                            return false;
-                        }
-                        r.status = status;
-                        r.audio_seconds = audio_seconds.or(r.audio_seconds);
-                        r.transcript = transcript;
-                        r.error = error;
-                        true
-                    })
+                    s.finish(
+                        &id,
+                        move |r| {
+                            if r.status != JobStatus::Running {
+                                return false;
+                            }
+                            r.status = status;
+                            r.audio_seconds = audio_seconds.or(r.audio_seconds);
+                            r.transcript = transcript;
+                            r.error = error;
+                            true
+                        },
+                        outbox_entry,
+                    )
                 }
             })
             .await;
-        let id_owned = id.to_string();
-        let _ = self.db(move |s| s.delete_audio(&id_owned)).await;
         match written {
-            Ok(Some(rec)) if rec.status == status => {
+            Ok(Some((rec, true))) => {
+                self.discard_audio(id).await;
                 tracing::info!(job_id = %id, request_id = %rec.request.request_id, status = status.as_str(), "job finished");
-                crate::telemetry::stats::global().job(
-                    &rec.request.request_id,
-                    rec.outcome_status(),
-                    (rec.updated_at_ms - rec.created_at_ms) as f64,
-                    rec.audio_seconds,
-                );
-                self.notify(&rec);
+                self.finished(&rec);
+                if let Some(url) = rec.request.callback_url.clone() {
+                    let body = jobs::public_json(&rec).to_string().into_bytes();
+                    self.deliver(rec.id.clone(), url, body);
+                }
             }
+            // Final already (cancelled meanwhile): its audio is gone with the cancel.
             Ok(_) => {}
-            Err(e) => tracing::error!(job_id = %id, error = %e, "cannot record the job's result"),
+            // Not recorded: the audio stays, so the job can run again.
+            Err(e) => tracing::error!(job_id = %id, error = %e, "cannot record the job's result; its audio is kept"),
         }
     }
 
-    fn notify(&self, rec: &JobRecord) {
-        if let Some(url) = &rec.request.callback_url {
-            let body = jobs::public_json(rec).to_string().into_bytes();
-            self.webhooks.spawn_deliver(url.clone(), rec.id.clone(), body);
+    /// A job reached a final state here: counted in the stats, told to the hook.
+    fn finished(&self, rec: &JobRecord) {
+        crate::telemetry::stats::global().job(
+            &rec.request.request_id,
+            &rec.request.owner,
+            rec.outcome_status(),
+            (rec.updated_at_ms - rec.created_at_ms) as f64,
+            rec.audio_seconds,
+        );
+        if let Some(hook) = self.on_final.get() {
+            hook(rec);
         }
     }
 
@@ -305,6 +385,37 @@ impl LocalDispatcher {
                 Err(e) => tracing::warn!(error = %e, "cannot remove expired jobs"),
             }
         }
+    }
+}
+
+/// The webhook a final record sends, if it has a callback (the outbox row
+/// written with it).
+fn outbox_entry(rec: &JobRecord) -> Option<(String, Vec<u8>)> {
+    let url = rec.request.callback_url.clone()?;
+    Some((url, jobs::public_json(rec).to_string().into_bytes()))
+}
+
+/// Removes a file when dropped, unless it was renamed away first.
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            // Gone already after a successful rename: nothing to do.
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// With `WHISPER_SERVE_TEST_FAULTS=1` only: a job whose file is named
+/// `abort-process*` takes the whole process down as it starts, as a job
+/// that crashes the engine would (tests of `jobs.max_attempts`).
+fn test_fault_abort(rec: &JobRecord) {
+    if std::env::var("WHISPER_SERVE_TEST_FAULTS").as_deref() == Ok("1")
+        && rec.request.filename.as_deref().is_some_and(|f| f.starts_with("abort-process"))
+    {
+        tracing::error!(job_id = %rec.id, "test fault: aborting the process");
+        std::process::abort();
     }
 }
 
@@ -374,8 +485,13 @@ impl Dispatcher for LocalDispatcher {
     }
 
     async fn store_audio(&self, id: &str, mut audio: ByteStream<'_>, limit_bytes: u64) -> Result<u64, DispatchError> {
+        // Written as `<id>.part`, renamed once whole and synced: a client
+        // that goes away mid-upload drops this future, and the guard
+        // removes the partial file (a crash leaves it to the start-up sweep).
         let path = self.store.audio_path(id)?;
-        let mut file = tokio::fs::File::create(&path)
+        let part = self.store.part_path(id)?;
+        let guard = RemoveOnDrop(Some(part.clone()));
+        let mut file = tokio::fs::File::create(&part)
             .await
             .map_err(|e| DispatchError::Engine(format!("cannot store the upload: {e}")))?;
         let mut size = 0u64;
@@ -389,47 +505,64 @@ impl Dispatcher for LocalDispatcher {
                 file.write_all(&chunk).await.map_err(|e| DispatchError::Engine(format!("cannot store the upload: {e}")))?;
             }
             file.sync_data().await.map_err(|e| DispatchError::Engine(format!("cannot store the upload: {e}")))?;
+            tokio::fs::rename(&part, &path).await.map_err(|e| DispatchError::Engine(format!("cannot store the upload: {e}")))?;
             Ok(size)
         }
         .await;
-        if written.is_err() {
-            let _ = tokio::fs::remove_file(&path).await;
-        }
+        drop(guard);
         written
     }
 
     async fn discard_audio(&self, id: &str) {
         let id = id.to_string();
-        let _ = self.db(move |s| s.delete_audio(&id)).await;
+        let _ = self
+            .db(move |s| {
+                if let Ok(part) = s.part_path(&id) {
+                    let _ = std::fs::remove_file(part);
+                }
+                // A job that made it into the store keeps its audio (a
+                // client gone just as its job was queued).
+                if matches!(s.get(&id), Ok(Some(r)) if !r.status.is_final()) {
+                    return Ok(());
+                }
+                s.delete_audio(&id)
+            })
+            .await;
     }
 
     async fn enqueue(&self, job: JobRecord) -> Result<JobRecord, DispatchError> {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(DispatchError::ShuttingDown);
         }
-        let max = self.config.jobs.max_queued;
+        let cfg = &self.config.jobs;
         let queued = self.db(|s| s.count_queued()).await?;
-        if queued >= max {
+        if queued >= cfg.max_queued {
             return Err(DispatchError::QueueFull { retry_after_s: 30 });
         }
+        let audio_bytes = tokio::fs::metadata(self.store.audio_path(&job.id)?).await.map(|m| m.len()).unwrap_or(0);
+        let owner = job.request.owner.clone();
+        let (jobs_waiting, bytes_waiting) = self.db(move |s| s.owner_backlog(&owner)).await?;
+        super::check_backlog(cfg, jobs_waiting as u64, bytes_waiting, audio_bytes)?;
         let rec = job.clone();
-        self.db(move |s| s.insert(&rec)).await?;
+        self.db(move |s| s.insert_sized(&rec, audio_bytes)).await?;
         let _ = self.runnable.send(job.id.clone());
         Ok(job)
     }
 
-    async fn job(&self, id: &str) -> Result<JobRecord, DispatchError> {
+    async fn job(&self, id: &str, caller: &Caller) -> Result<JobRecord, DispatchError> {
         let id = id.to_string();
         let key = id.clone();
-        self.db(move |s| s.get(&key)).await?.ok_or(DispatchError::NotFound(id))
+        let rec = self.db(move |s| s.get(&key)).await?;
+        rec.filter(|r| caller.may_see(r)).ok_or(DispatchError::NotFound(id))
     }
 
-    async fn cancel(&self, id: &str) -> Result<JobRecord, DispatchError> {
+    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobRecord, DispatchError> {
         let key = id.to_string();
+        let who = caller.clone();
         let changed = self
             .db(move |s| {
                 s.update_if(&key, |r| {
-                    if r.status.is_final() {
+                    if !who.may_see(r) || r.status.is_final() {
                         return false;
                     }
                     r.status = JobStatus::Cancelled;
@@ -437,20 +570,22 @@ impl Dispatcher for LocalDispatcher {
                 })
             })
             .await?;
-        let rec = changed.ok_or_else(|| DispatchError::NotFound(id.to_string()))?;
-        if rec.status != JobStatus::Cancelled {
+        let (rec, written) = changed.filter(|(r, _)| caller.may_see(r)).ok_or_else(|| DispatchError::NotFound(id.to_string()))?;
+        if !written {
             return Err(DispatchError::AlreadyFinal { id: id.to_string(), status: rec.status });
         }
-        if let Some(tx) = self.cancels.lock().ok().and_then(|mut c| c.remove(id)) {
+        if let Some((_, tx)) = self.cancels.lock().ok().and_then(|mut c| c.remove(id)) {
             let _ = tx.send(());
         }
         self.discard_audio(id).await;
         tracing::info!(job_id = %id, "job cancelled");
+        self.finished(&rec);
         Ok(rec)
     }
 
-    async fn jobs(&self, limit: usize, after: Option<String>) -> Result<JobPage, DispatchError> {
-        let mut jobs = self.db(move |s| s.list(limit + 1, after.as_deref())).await?;
+    async fn jobs(&self, limit: usize, after: Option<String>, caller: &Caller) -> Result<JobPage, DispatchError> {
+        let owner = (!caller.admin).then(|| caller.id.clone());
+        let mut jobs = self.db(move |s| s.list(limit + 1, after.as_deref(), owner.as_deref())).await?;
         let next = if jobs.len() > limit {
             jobs.truncate(limit);
             jobs.last().map(|j| j.id.clone())
@@ -484,6 +619,10 @@ impl Dispatcher for LocalDispatcher {
 
     fn pool(&self) -> Option<Arc<Pool>> {
         self.pool.get().cloned()
+    }
+
+    fn on_job_final(&self, hook: JobHook) {
+        let _ = self.on_final.set(hook);
     }
 
     async fn shutdown(&self, grace: Duration) {

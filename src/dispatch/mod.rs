@@ -19,7 +19,10 @@ use futures::stream::BoxStream;
 
 use crate::audio::AudioError;
 use crate::engine::{DecodeOptions, EngineError, Transcript};
-use crate::jobs::{JobError, JobRecord, JobStatus};
+use crate::jobs::{Caller, JobError, JobRecord, JobStatus};
+
+/// Told of each async job that reached a final state.
+pub type JobHook = std::sync::Arc<dyn Fn(&JobRecord) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -52,6 +55,10 @@ pub enum DispatchError {
     AlreadyFinal { id: String, status: JobStatus },
     #[error("cannot read the upload: {0}")]
     Upload(String),
+    /// The caller already has `jobs.max_queued_per_key` jobs (or bytes)
+    /// waiting.
+    #[error("{0}")]
+    TooManyJobs(String),
 }
 
 impl From<EngineError> for DispatchError {
@@ -86,10 +93,29 @@ impl DispatchError {
             DispatchError::NotFound(_) => "not_found",
             DispatchError::AlreadyFinal { .. } => "conflict",
             DispatchError::Upload(_) => "bad_multipart",
+            DispatchError::TooManyJobs(_) => "too_many_jobs",
             DispatchError::Engine(_) => "engine_error",
         };
         JobError { code: code.into(), message: self.to_string() }
     }
+}
+
+/// Refuses a job that would take its key past `jobs.max_queued_per_key`
+/// jobs or `jobs.max_queued_mb_per_key` of uploads waiting.
+pub fn check_backlog(cfg: &crate::config::JobsConfig, jobs_waiting: u64, bytes_waiting: u64, new_bytes: u64) -> Result<(), DispatchError> {
+    if cfg.max_queued_per_key > 0 && jobs_waiting >= cfg.max_queued_per_key as u64 {
+        return Err(DispatchError::TooManyJobs(format!(
+            "this key has {jobs_waiting} jobs queued or running, the most it may (jobs.max_queued_per_key); retry when some have finished"
+        )));
+    }
+    let limit = cfg.max_queued_mb_per_key.saturating_mul(1024 * 1024);
+    if limit > 0 && bytes_waiting.saturating_add(new_bytes) > limit {
+        return Err(DispatchError::TooManyJobs(format!(
+            "this key's queued uploads would pass {} MB (jobs.max_queued_mb_per_key); retry when some have finished",
+            cfg.max_queued_mb_per_key
+        )));
+    }
+    Ok(())
 }
 
 /// One synchronous transcription.
@@ -188,11 +214,17 @@ pub trait Dispatcher: Send + Sync + 'static {
     async fn discard_audio(&self, id: &str);
     /// Queues a job whose audio is stored.
     async fn enqueue(&self, job: JobRecord) -> Result<JobRecord, DispatchError>;
-    async fn job(&self, id: &str) -> Result<JobRecord, DispatchError>;
-    /// Cancels a queued or running job.
-    async fn cancel(&self, id: &str) -> Result<JobRecord, DispatchError>;
-    /// Recent jobs, newest first; `after` is the last id of the previous page.
-    async fn jobs(&self, limit: usize, after: Option<String>) -> Result<JobPage, DispatchError>;
+    /// Job `id`, if `caller` may see it; another key's job is
+    /// [`DispatchError::NotFound`], as if it did not exist.
+    async fn job(&self, id: &str, caller: &Caller) -> Result<JobRecord, DispatchError>;
+    /// Cancels a queued or running job of `caller`'s.
+    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobRecord, DispatchError>;
+    /// `caller`'s recent jobs (an admin's: everyone's), newest first;
+    /// `after` is the last id of the previous page.
+    async fn jobs(&self, limit: usize, after: Option<String>, caller: &Caller) -> Result<JobPage, DispatchError>;
+    /// Calls `hook` with each async job's record when it reaches a final
+    /// state (whoever wrote it), once per job; for the audio quota.
+    fn on_job_final(&self, hook: JobHook);
 
     async fn health(&self) -> Health;
     /// Names the `model` field may take besides `whisper-1`.

@@ -50,6 +50,45 @@ pub struct Job {
     pub span: tracing::Span,
     /// Open while the job is queued; closed when a batcher takes it.
     pub queue_span: tracing::Span,
+    /// Its share of the pool's audio; given back when the job is dropped.
+    pub held: AudioHeld,
+}
+
+/// Milliseconds of audio a job holds in the pool, given back on drop, so
+/// the pool's audio is bounded however a job ends.
+pub struct AudioHeld {
+    total: Arc<AtomicU64>,
+    ms: u64,
+}
+
+impl Drop for AudioHeld {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.ms, Ordering::Relaxed);
+    }
+}
+
+/// What bounds the work a pool holds: jobs waiting (`limits.max_queue`),
+/// seconds of decoded audio in it (`limits.max_queued_audio_s`), and
+/// uploads being decoded at once (`limits.max_concurrent_decodes`).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    pub max_queue: usize,
+    pub max_audio_s: f64,
+    pub max_decodes: usize,
+}
+
+impl PoolLimits {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        PoolLimits {
+            max_queue: c.limits.max_queue,
+            max_audio_s: c.limits.max_queued_audio_s,
+            max_decodes: match c.limits.max_concurrent_decodes {
+                0 => cores,
+                n => n,
+            },
+        }
+    }
 }
 
 /// How batchers group work.
@@ -104,12 +143,16 @@ pub struct Pool {
     busy: Arc<Vec<AtomicUsize>>,
     stats: Arc<Stats>,
     engine: Arc<Engine>,
+    /// Milliseconds of audio queued or being decoded by the engine.
+    audio_ms: Arc<AtomicU64>,
+    max_audio_ms: u64,
+    decodes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pool {
-    /// Starts `replicas` batchers that take jobs from a queue of `max_queue`.
-    pub fn start(engine: Arc<Engine>, replicas: usize, max_queue: usize, batching: BatchSettings) -> Self {
-        let (tx, rx) = bounded::<Job>(max_queue.max(1));
+    /// Starts `replicas` batchers that take jobs from a queue bounded by `limits`.
+    pub fn start(engine: Arc<Engine>, replicas: usize, limits: PoolLimits, batching: BatchSettings) -> Self {
+        let (tx, rx) = bounded::<Job>(limits.max_queue.max(1));
         let running = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Stats::default());
         let replicas = replicas.max(1);
@@ -126,7 +169,32 @@ impl Pool {
         if engine.is_cuda() {
             crate::gpu::nvml::watch(engine.devices());
         }
-        Self { tx: Mutex::new(Some(tx)), workers: Mutex::new(workers), replicas, max_batch_size: batching.max_batch_size.max(1), running, busy, stats, engine }
+        Self {
+            tx: Mutex::new(Some(tx)),
+            workers: Mutex::new(workers),
+            replicas,
+            max_batch_size: batching.max_batch_size.max(1),
+            running,
+            busy,
+            stats,
+            engine,
+            audio_ms: Arc::new(AtomicU64::new(0)),
+            max_audio_ms: (limits.max_audio_s.max(0.0) * 1000.0) as u64,
+            decodes: Arc::new(tokio::sync::Semaphore::new(limits.max_decodes.max(1))),
+        }
+    }
+
+    /// Decodes an upload (any supported container) to 16 kHz samples on
+    /// the blocking threads, at most `limits.max_concurrent_decodes` at
+    /// once: many long compressed uploads arriving together wait here
+    /// rather than take every core (and their PCM in memory) at once.
+    pub async fn decode(&self, bytes: bytes::Bytes, max_s: f64) -> Result<Vec<f32>, DispatchError> {
+        let _slot = self.decodes.acquire().await.map_err(|_| DispatchError::ShuttingDown)?;
+        let span = tracing::info_span!("audio_decode", bytes = bytes.len());
+        let audio = tokio::task::spawn_blocking(move || span.in_scope(|| crate::audio::decode(&bytes, max_s)))
+            .await
+            .map_err(|e| DispatchError::Engine(format!("decoder task failed: {e}")))??;
+        Ok(audio)
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -156,16 +224,39 @@ impl Pool {
         &self.stats
     }
 
+    /// The numbers `/metrics` shows of this pool.
+    pub fn numbers(&self) -> crate::telemetry::metrics::PoolNumbers {
+        let s = &self.stats;
+        crate::telemetry::metrics::PoolNumbers {
+            queued: self.queued(),
+            running: self.running(),
+            steps: s.steps.load(Ordering::Relaxed),
+            windows: s.windows.load(Ordering::Relaxed),
+            max_batch: s.max_batch.load(Ordering::Relaxed),
+            jobs_done: s.jobs_done.load(Ordering::Relaxed),
+            jobs_failed: s.jobs_failed.load(Ordering::Relaxed),
+            audio_seconds: s.audio_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
+
     /// Queues a job; fails at once when the queue is full.
     pub fn submit(
         &self,
         audio: Vec<f32>,
         options: DecodeOptions,
     ) -> Result<oneshot::Receiver<Reply>, DispatchError> {
+        // Bounded in audio as well as in count: a queue of long files holds
+        // gigabytes of samples. One job is always let into an empty pool.
+        let ms = (audio.len() as u64).saturating_mul(1000) / crate::audio::SAMPLE_RATE as u64;
+        let before = self.audio_ms.fetch_add(ms, Ordering::Relaxed);
+        let held = AudioHeld { total: self.audio_ms.clone(), ms };
+        if before > 0 && before.saturating_add(ms) > self.max_audio_ms {
+            return Err(DispatchError::QueueFull { retry_after_s: self.retry_after() });
+        }
         let (reply, rx) = oneshot::channel();
         let span = tracing::Span::current();
         let queue_span = tracing::info_span!(parent: &span, "queue_wait");
-        let job = Job { audio, options, reply, enqueued: Instant::now(), span, queue_span };
+        let job = Job { audio, options, reply, enqueued: Instant::now(), span, queue_span, held };
         let tx = self.sender().ok_or(DispatchError::ShuttingDown)?;
         match tx.try_send(job) {
             Ok(()) => Ok(rx),

@@ -87,13 +87,51 @@ pub struct JobRequest {
     pub filename: Option<String>,
     /// The `X-Request-Id` of the submitting request.
     pub request_id: String,
+    /// The id of the key that submitted it ([`ANONYMOUS`] without keys):
+    /// only that key (or an admin key) sees, lists or cancels the job.
+    #[serde(default = "anonymous")]
+    pub owner: String,
+}
+
+/// The owner of jobs submitted while keys are off (and of records written
+/// before jobs had owners).
+pub const ANONYMOUS: &str = "anonymous";
+
+fn anonymous() -> String {
+    ANONYMOUS.to_string()
+}
+
+/// Who is asking about jobs: the key's id, and whether it may see every
+/// key's jobs (`role: admin`). Set by the key middleware on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: String,
+    pub admin: bool,
+}
+
+/// Put in a response's extensions when a job was queued, so the key
+/// middleware can keep the job's place under the audio quota until it ends.
+#[derive(Debug, Clone)]
+pub struct Accepted(pub String);
+
+impl Caller {
+    /// The caller when keys are off: everyone is the same anonymous user.
+    pub fn anonymous() -> Caller {
+        Caller { id: ANONYMOUS.to_string(), admin: false }
+    }
+
+    /// Whether this caller may see (read, list, cancel) job `rec`.
+    pub fn may_see(&self, rec: &JobRecord) -> bool {
+        self.admin || rec.request.owner == self.id
+    }
 }
 
 /// A job as stored. `transcript` is kept whole; the API renders it in the
 /// request's `response_format` when asked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
-    /// A UUIDv7: ordered by creation time.
+    /// A random UUID (v4): nothing in it tells when it was made or what
+    /// the next one will be.
     pub id: String,
     pub status: JobStatus,
     /// Unix time, milliseconds.
@@ -119,6 +157,9 @@ pub struct JobRecord {
     /// the object store under this name instead of `transcript`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript_object: Option<String>,
+    /// Bytes of the upload (a cluster counts each key's queued bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_bytes: Option<u64>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -129,9 +170,11 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A new job id: UUIDv7, so ids sort by creation time.
+/// A new job id: a random UUID (122 random bits). Not UUIDv7: its
+/// timestamp and per-millisecond counter would let a caller who holds one
+/// id guess its neighbours. Listing orders by `created_at_ms` instead.
 pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    uuid::Uuid::new_v4().to_string()
 }
 
 impl JobRecord {
@@ -152,6 +195,7 @@ impl JobRecord {
             inference_s: None,
             gpu_memory_gb: None,
             transcript_object: None,
+            upload_bytes: None,
         }
     }
 }

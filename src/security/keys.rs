@@ -6,7 +6,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{check_entry, ApiKeyEntry, AuthConfig};
+use crate::config::{check_entry, ApiKeyEntry, AuthConfig, KeyRole};
+use crate::jobs::Caller;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -19,13 +20,13 @@ pub enum KeyError {
 /// The configured keys.
 #[derive(Clone, Default)]
 pub struct KeySet {
-    keys: Vec<(String, [u8; 32])>,
+    keys: Vec<(String, [u8; 32], KeyRole)>,
 }
 
 // Never print digests, even in debug output.
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
+        let ids: Vec<&str> = self.keys.iter().map(|(id, _, _)| id.as_str()).collect();
         f.debug_struct("KeySet").field("ids", &ids).finish()
     }
 }
@@ -47,14 +48,14 @@ impl KeySet {
                 ApiKeyEntry::Key(k) => {
                     let d = digest(&k);
                     // An id that names the key without revealing it.
-                    (format!("key-{}", &hex::encode(d)[..8]), d)
+                    (format!("key-{}", &hex::encode(d)[..8]), d, KeyRole::User)
                 }
-                ApiKeyEntry::WithId { id, key } => (id, digest(&key)),
-                ApiKeyEntry::Hashed { id, sha256 } => {
+                ApiKeyEntry::WithId { id, key, role } => (id, digest(&key), role.unwrap_or_default()),
+                ApiKeyEntry::Hashed { id, sha256, role } => {
                     let mut d = [0u8; 32];
                     hex::decode_to_slice(sha256.to_ascii_lowercase(), &mut d)
                         .map_err(|e| KeyError::Entry(format!("key {id}: sha256: {e}")))?;
-                    (id, d)
+                    (id, d, role.unwrap_or_default())
                 }
             });
         }
@@ -72,14 +73,25 @@ impl KeySet {
     /// The id of the key, if it is one of ours. Every stored digest is
     /// compared, in constant time, whatever matches.
     pub fn lookup(&self, presented: &str) -> Option<&str> {
+        self.caller(presented).map(|(id, _)| id)
+    }
+
+    /// The key's id and role, if it is one of ours (constant time, as
+    /// [`Self::lookup`]).
+    pub fn caller(&self, presented: &str) -> Option<(&str, KeyRole)> {
         let d = digest(presented);
         let mut found = None;
-        for (id, stored) in &self.keys {
+        for (id, stored, role) in &self.keys {
             if bool::from(stored.ct_eq(&d)) && found.is_none() {
-                found = Some(id.as_str());
+                found = Some((id.as_str(), *role));
             }
         }
         found
+    }
+
+    /// Who a request with this key is, for job ownership.
+    pub fn to_caller(&self, presented: &str) -> Option<Caller> {
+        self.caller(presented).map(|(id, role)| Caller { id: id.to_string(), admin: role == KeyRole::Admin })
     }
 }
 
@@ -115,14 +127,16 @@ mod tests {
         let cfg = AuthConfig {
             api_keys: vec![
                 ApiKeyEntry::Key("plain-key-123".into()),
-                ApiKeyEntry::WithId { id: "alice".into(), key: "alice-key-456".into() },
-                ApiKeyEntry::Hashed { id: "bob".into(), sha256: hex::encode(digest("bob-key-789")) },
+                ApiKeyEntry::WithId { id: "alice".into(), key: "alice-key-456".into(), role: None },
+                ApiKeyEntry::Hashed { id: "bob".into(), sha256: hex::encode(digest("bob-key-789")), role: Some(KeyRole::Admin) },
             ],
             ..Default::default()
         };
         let keys = KeySet::load(&cfg).unwrap();
         assert_eq!(keys.lookup("alice-key-456"), Some("alice"));
         assert_eq!(keys.lookup("bob-key-789"), Some("bob"));
+        assert_eq!(keys.to_caller("bob-key-789"), Some(Caller { id: "bob".into(), admin: true }));
+        assert_eq!(keys.to_caller("alice-key-456"), Some(Caller { id: "alice".into(), admin: false }));
         let id = keys.lookup("plain-key-123").unwrap();
         assert!(id.starts_with("key-") && !id.contains("plain"), "{id}");
         assert_eq!(keys.lookup("alice-key-45"), None);

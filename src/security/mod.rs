@@ -2,6 +2,7 @@
 //! and audio quotas ([`limits`]), and HTTPS ([`tls`]). One middleware,
 //! [`guard`], applies keys and limits to every route but the probes.
 
+pub mod failures;
 pub mod keys;
 pub mod limits;
 pub mod tls;
@@ -16,15 +17,18 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::config::Config;
-use crate::error::{render_for_path, ApiError};
+use crate::error::{echo, render_for_path, ApiError};
 use crate::telemetry::access::{AccessInfo, KeyId};
+use crate::jobs::Caller;
+use crate::state;
 use keys::{KeyError, KeySet};
-use limits::Limits;
+use limits::{Limits, QuotaRefusal};
 
 pub struct Security {
     config: Arc<Config>,
     keys: RwLock<Arc<KeySet>>,
     pub limits: Limits,
+    failures: failures::Failures,
 }
 
 impl Security {
@@ -33,14 +37,18 @@ impl Security {
         if !keys.is_empty() {
             tracing::info!(keys = keys.len(), "API keys required");
         }
-        let limits = Limits::new(&config.rate_limit);
-        let me = Arc::new(Security { config, keys: RwLock::new(Arc::new(keys)), limits });
+        let limits = Limits::new(&config.rate_limit, config.limits.max_audio_seconds);
+        let failures = failures::Failures::new(config.auth.failed_attempts_per_minute);
+        let me = Arc::new(Security { config, keys: RwLock::new(Arc::new(keys)), limits, failures });
         let tidy = Arc::downgrade(&me);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 match tidy.upgrade() {
-                    Some(s) => s.limits.tidy(),
+                    Some(s) => {
+                        s.limits.tidy();
+                        s.failures.tidy();
+                    }
                     None => return,
                 }
             }
@@ -70,11 +78,9 @@ impl Security {
     /// `/metrics` and `/v1/stats` unless configured otherwise.
     fn is_open(&self, path: &str) -> bool {
         match path {
-            crate::api::HEALTH_PATH | crate::api::LIVENESS_PATH => true,
-            crate::api::METRICS_PATH | crate::api::STATS_PATH => !self.config.auth.metrics_requires_key,
-            crate::api::docs::OPENAPI_PATH | crate::api::docs::DOCS_PATH => true,
-            p if p.starts_with("/docs/") => true,
-            p => crate::web::is_public(p),
+            state::HEALTH_PATH | state::LIVENESS_PATH => true,
+            state::METRICS_PATH | state::STATS_PATH => !self.config.auth.metrics_requires_key,
+            p => state::is_docs(p) || state::is_page(p),
         }
     }
 }
@@ -95,24 +101,60 @@ fn with_retry_after(mut resp: Response, wait: Duration) -> Response {
     resp
 }
 
+/// 429 for an address that presented too many wrong keys (sampled in the
+/// log like the failures themselves).
+async fn refuse_guessing(sec: &Security, req: Request, ip: Option<std::net::IpAddr>, client: &str, path: &str, wait: Duration) -> Response {
+    if let Some(suppressed) = sec.failures.log_line(ip) {
+        tracing::warn!(client = %client, route = %echo(path), reason = "too many wrong keys", suppressed, "authentication failed");
+    }
+    discard_body(req).await;
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    with_retry_after(render_for_path(path, ApiError::RateLimited { retry_after_s: secs }), wait)
+}
+
 /// Keys, then the request rate, then the day's audio quota; counts the
 /// audio a request used once it is answered.
 pub async fn guard(State(sec): State<Arc<Security>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if sec.is_open(&path) {
+        // Open routes need no key, but one presented is still read: it
+        // says whose requests `/v1/stats` may list.
+        let keys = sec.keys();
+        let caller = if keys.is_empty() {
+            Some(Caller::anonymous())
+        } else {
+            keys::presented(req.headers()).and_then(|k| keys.to_caller(k))
+        };
+        if let Some(c) = caller {
+            req.extensions_mut().insert(c);
+        }
         return next.run(req).await;
     }
-    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "-".into());
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = ip.map_or_else(|| "-".into(), |ip| ip.to_string());
     let keys = sec.keys();
     let key_id = if keys.is_empty() {
         None
     } else {
+        // Before the key is looked at: a held-back address learns nothing
+        // from its guesses, the right key included, until its bucket refills.
+        if let Some(wait) = ip.and_then(|ip| sec.failures.held_back(ip)) {
+            return refuse_guessing(&sec, req, ip, &client, &path, wait).await;
+        }
         let presented = keys::presented(req.headers());
-        match presented.and_then(|k| keys.lookup(k)) {
-            Some(id) => Some(id.to_string()),
+        match presented.and_then(|k| keys.to_caller(k)) {
+            Some(caller) => Some(caller),
             None => {
+                // Only wrong keys count: a request with no key guesses nothing.
+                if presented.is_some() {
+                    if let Some(wait) = ip.and_then(|ip| sec.failures.wrong_key(ip)) {
+                        return refuse_guessing(&sec, req, ip, &client, &path, wait).await;
+                    }
+                }
                 let reason = if presented.is_some() { "wrong key" } else { "no key" };
-                tracing::warn!(client = %client, route = %path, reason, "authentication failed");
+                if let Some(suppressed) = sec.failures.log_line(ip) {
+                    tracing::warn!(client = %client, route = %echo(&path), reason, suppressed, "authentication failed");
+                }
                 discard_body(req).await;
                 let mut resp = render_for_path(&path, ApiError::Unauthorized);
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -120,6 +162,8 @@ pub async fn guard(State(sec): State<Arc<Security>>, mut req: Request, next: Nex
             }
         }
     };
+    let caller = key_id.unwrap_or_else(Caller::anonymous);
+    let key_id = (!keys.is_empty()).then(|| caller.id.clone());
     // Without keys, limits apply per client address.
     let who = key_id.clone().unwrap_or_else(|| format!("addr:{client}"));
     if let Err(wait) = sec.limits.check_rate(&who) {
@@ -128,20 +172,44 @@ pub async fn guard(State(sec): State<Arc<Security>>, mut req: Request, next: Nex
         discard_body(req).await;
         return with_retry_after(render_for_path(&path, ApiError::RateLimited { retry_after_s: secs }), wait);
     }
-    if let Err(wait) = sec.limits.check_quota(&who) {
-        let secs = wait.as_secs().max(1);
-        discard_body(req).await;
-        return with_retry_after(render_for_path(&path, ApiError::QuotaExceeded { retry_after_s: secs }), wait);
-    }
+    // The quota covers transcription work only: reading a job's result
+    // or listing jobs stays possible once the day's audio is spent.
+    let reservation = if is_work(req.method(), &path) {
+        match sec.limits.reserve(&who) {
+            Ok(r) => Some(r),
+            Err(refusal) => {
+                discard_body(req).await;
+                let (err, wait) = match refusal {
+                    QuotaRefusal::Spent(wait) => (ApiError::QuotaExceeded { retry_after_s: wait.as_secs().max(1) }, wait),
+                    QuotaRefusal::Busy => (ApiError::QuotaBusy, Duration::from_secs(1)),
+                };
+                return with_retry_after(render_for_path(&path, err), wait);
+            }
+        }
+    } else {
+        None
+    };
     if let Some(id) = &key_id {
         req.extensions_mut().insert(KeyId(id.clone()));
     }
+    req.extensions_mut().insert(caller);
     let mut resp = next.run(req).await;
-    if let Some(a) = resp.extensions().get::<AccessInfo>().and_then(|i| i.audio_seconds) {
-        sec.limits.add_audio(&who, a);
+    if let Some(r) = reservation {
+        match resp.extensions().get::<crate::jobs::Accepted>() {
+            Some(job) => sec.limits.hold_for_job(r, &job.0),
+            None => {
+                let audio = resp.extensions().get::<AccessInfo>().and_then(|i| i.audio_seconds).unwrap_or(0.0);
+                sec.limits.finish(r, audio);
+            }
+        }
     }
     if let Some(id) = key_id {
         resp.extensions_mut().insert(KeyId(id));
     }
     resp
+}
+
+/// Requests that transcribe (and so count against the audio quota).
+fn is_work(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::POST && (path == "/transcribe" || path.starts_with("/v1/audio/") || path == "/v1/jobs")
 }

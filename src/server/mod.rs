@@ -5,7 +5,6 @@
 pub mod http;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,40 +14,8 @@ use crate::config::Config;
 use crate::dispatch::local::LocalDispatcher;
 use crate::dispatch::Dispatcher;
 use crate::engine::{self, Engine, EngineOptions};
-use crate::error::ApiError;
 use crate::models;
-
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub dispatcher: Arc<dyn Dispatcher>,
-    in_flight: AtomicUsize,
-}
-
-/// Holds an admission slot for as long as a request is being served.
-pub struct Slot<'a>(&'a AtomicUsize);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl AppState {
-    pub fn new(config: Arc<Config>, dispatcher: Arc<dyn Dispatcher>) -> Self {
-        Self { config, dispatcher, in_flight: AtomicUsize::new(0) }
-    }
-
-    /// Enforces `deployment.max_concurrent_queries` (Ray Serve's cap on
-    /// requests in flight), when set.
-    pub fn admit(&self) -> Result<Slot<'_>, ApiError> {
-        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        let slot = Slot(&self.in_flight);
-        match self.config.deployment.max_concurrent_queries {
-            Some(max) if n > max as usize => Err(ApiError::QueueFull { retry_after_s: 1 }),
-            _ => Ok(slot),
-        }
-    }
-}
+use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -128,7 +95,7 @@ pub async fn run(
         })
     };
     crate::api::stats::spawn_sampler(&state);
-    serve_api(listener, crate::api::router(state.clone()), &config, shutdown).await?;
+    serve_api(listener, crate::api::router(state.clone()), &config, Some(&state.dispatcher), shutdown).await?;
     loader.abort();
     drain(&state).await;
     Ok(())
@@ -144,14 +111,24 @@ pub async fn drain(state: &AppState) {
 /// Serves `routes` on `listener` behind the whole middleware stack (keys,
 /// limits, error shapes, TLS, timeouts) until `shutdown` resolves, then
 /// waits for the requests in flight. SIGHUP reloads the keys file and the
-/// TLS certificate.
+/// TLS certificate. With a `dispatcher`, its async jobs count against the
+/// audio quota of the key that made them when they finish.
 pub async fn serve_api(
     listener: TcpListener,
     routes: axum::Router,
     config: &Arc<Config>,
+    dispatcher: Option<&Arc<dyn Dispatcher>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let security = crate::security::Security::new(config.clone()).map_err(|e| ServerError::Security(e.to_string()))?;
+    if let Some(d) = dispatcher {
+        let sec = Arc::downgrade(&security);
+        d.on_job_final(Arc::new(move |rec| {
+            if let Some(sec) = sec.upgrade() {
+                sec.limits.job_finished(&rec.id, &rec.request.owner, rec.audio_seconds.unwrap_or(0.0));
+            }
+        }));
+    }
     let opts = http::HttpOptions::from_config(config).map_err(|e| ServerError::Security(e.to_string()))?;
     let reloader = tokio::spawn(reload_on_hangup(security.clone(), opts.tls.clone()));
     let app = http::stack(routes, config, security);

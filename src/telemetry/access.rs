@@ -159,7 +159,8 @@ impl AccessRecord {
 
     /// Counts the request in the dashboard's statistics (transcription routes only).
     pub fn count(&self) {
-        crate::telemetry::stats::global().request(&self.method, &self.route, self.status, self.latency_ms, self.audio_s, &self.request_id);
+        let owner = if self.key_id == "-" { crate::jobs::ANONYMOUS } else { self.key_id.as_str() };
+        crate::telemetry::stats::global().request(&self.method, &self.route, self.status, self.latency_ms, self.audio_s, &self.request_id, owner);
     }
 
     /// Writes the line; the transcript only if `with_text` (and then the

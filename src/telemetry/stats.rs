@@ -51,6 +51,10 @@ pub struct RecentRequest {
     pub duration_ms: f64,
     /// Seconds of audio (when known: a transcription answered, a job done).
     pub audio_seconds: Option<f64>,
+    /// The key id that made it (`anonymous` without keys): `/v1/stats`
+    /// lists a caller's own requests only. Never shown.
+    #[serde(skip)]
+    pub owner: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -202,7 +206,7 @@ impl Collector {
     /// routes than [`WORK_ROUTES`] are ignored. `latency_ms` counts towards
     /// the percentiles only for synchronous transcriptions (a job's POST
     /// is only its upload; the job counts when it finishes).
-    pub fn request(&self, method: &str, route: &str, status: u16, latency_ms: f64, audio_s: Option<f64>, request_id: &str) {
+    pub fn request(&self, method: &str, route: &str, status: u16, latency_ms: f64, audio_s: Option<f64>, request_id: &str, owner: &str) {
         if !WORK_ROUTES.iter().any(|(m, r)| *m == method && *r == route) {
             return;
         }
@@ -215,13 +219,14 @@ impl Collector {
             status,
             duration_ms: latency_ms,
             audio_seconds: audio_s,
+            owner: owner.to_string(),
         }, sync);
     }
 
     /// An async job reached a final state after `duration_ms` from its
     /// creation. `status` is 200 (completed), 499 (cancelled) or the
     /// error's HTTP status.
-    pub fn job(&self, request_id: &str, status: u16, duration_ms: f64, audio_s: Option<f64>) {
+    pub fn job(&self, request_id: &str, owner: &str, status: u16, duration_ms: f64, audio_s: Option<f64>) {
         self.with(now_ms(), |state, _| state.totals.jobs_finished += 1);
         self.finished(RecentRequest {
             time_ms: now_ms(),
@@ -231,6 +236,7 @@ impl Collector {
             status,
             duration_ms,
             audio_seconds: audio_s,
+            owner: owner.to_string(),
         }, true);
     }
 
@@ -353,9 +359,10 @@ impl Collector {
     }
 
     /// The most recent requests, newest first.
-    pub fn recent(&self, limit: usize) -> Vec<RecentRequest> {
+    /// The newest `limit` requests that `visible` lets through.
+    pub fn recent(&self, limit: usize, visible: impl Fn(&RecentRequest) -> bool) -> Vec<RecentRequest> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.state.recent.iter().rev().take(limit).cloned().collect()
+        inner.state.recent.iter().rev().filter(|r| visible(r)).take(limit).cloned().collect()
     }
 
     pub fn totals(&self) -> Totals {
@@ -394,14 +401,14 @@ mod tests {
     #[test]
     fn only_work_routes_count() {
         let c = Collector::new();
-        c.request("GET", "/health", 200, 1.0, None, "a");
-        c.request("GET", "/v1/jobs/{id}", 200, 1.0, None, "b");
-        c.request("POST", "/transcribe", 200, 100.0, Some(11.0), "c");
-        c.request("POST", "/v1/audio/transcriptions", 400, 3.0, None, "d");
+        c.request("GET", "/health", 200, 1.0, None, "a", "k");
+        c.request("GET", "/v1/jobs/{id}", 200, 1.0, None, "b", "k");
+        c.request("POST", "/transcribe", 200, 100.0, Some(11.0), "c", "k");
+        c.request("POST", "/v1/audio/transcriptions", 400, 3.0, None, "d", "k");
         let t = c.totals();
         assert_eq!((t.requests, t.errors), (2, 1));
         assert!((t.audio_seconds - 11.0).abs() < 1e-9);
-        let recent = c.recent(10);
+        let recent = c.recent(10, |_| true);
         assert_eq!(recent.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), ["d", "c"]);
         let s = c.summary(60);
         assert_eq!((s.requests, s.errors), (2, 1));
@@ -413,8 +420,8 @@ mod tests {
     #[test]
     fn job_posts_count_as_requests_and_completions_add_audio_and_latency() {
         let c = Collector::new();
-        c.request("POST", "/v1/jobs", 202, 5.0, None, "j");
-        c.job("j", 200, 900.0, Some(30.0));
+        c.request("POST", "/v1/jobs", 202, 5.0, None, "j", "k");
+        c.job("j", "k", 200, 900.0, Some(30.0));
         let t = c.totals();
         assert_eq!((t.requests, t.errors, t.jobs_finished), (1, 0, 1));
         assert_eq!(c.summary(60).p95_ms, Some(900.0));
@@ -453,14 +460,14 @@ mod tests {
     #[test]
     fn series_is_evenly_spaced_and_bounded() {
         let c = Collector::new();
-        c.request("POST", "/transcribe", 200, 10.0, Some(1.0), "x");
+        c.request("POST", "/transcribe", 200, 10.0, Some(1.0), "x", "k");
         let s = c.series(600);
         assert_eq!(s.len(), BUCKETS);
         assert!(s.windows(2).all(|w| w[1].t_ms - w[0].t_ms == (STEP_S * 1000) as i64));
         assert_eq!(s.iter().map(|p| p.requests).sum::<u64>(), 1);
         for i in 0..(RECENT + 5) {
-            c.request("POST", "/transcribe", 200, 1.0, None, &i.to_string());
+            c.request("POST", "/transcribe", 200, 1.0, None, &i.to_string(), "k");
         }
-        assert_eq!(c.recent(1000).len(), RECENT);
+        assert_eq!(c.recent(1000, |_| true).len(), RECENT);
     }
 }
