@@ -302,3 +302,38 @@ fn an_address_that_guesses_keys_is_held_back() {
         assert_eq!(models(Some(KEY)).0, 200);
     }
 }
+
+/// `limits.max_queued_audio_s`: the engine's queue is bounded in seconds of
+/// decoded audio as well as in count. A long file is taken into an empty
+/// queue; a short one behind it, past the bound, is answered 503 at once,
+/// and taken again once the long one is done.
+#[test]
+fn the_queue_is_bounded_in_audio_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (long, _) = common::concat_corpus(dir.path(), 240.0);
+    let server = Server::start(test_config(json!({
+        "deployment": {"num_replicas": 1, "cpu_per_replica": 2},
+        "batching": {"max_batch_size": 1},
+        "limits": {"max_queued_audio_s": 30},
+    })));
+    let url = format!("{}/v1/audio/transcriptions", server.url);
+    let send = |path: std::path::PathBuf| {
+        let part = reqwest::blocking::multipart::Part::bytes(std::fs::read(path).unwrap()).file_name("a.wav");
+        let form = reqwest::blocking::multipart::Form::new().part("file", part).text("model", "whisper-1");
+        let r = client().post(&url).multipart(form).send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let long_done = std::thread::scope(|scope| {
+        let long_req = scope.spawn(|| send(long.clone()));
+        // Uploaded and decoded by then; its 4 minutes take the engine
+        // several seconds more.
+        std::thread::sleep(Duration::from_millis(1500));
+        let (s, e) = send(jfk_wav());
+        assert_eq!(s, 503, "{e}");
+        assert_eq!(e["error"]["code"], "queue_full", "{e}");
+        long_req.join().unwrap()
+    });
+    assert_eq!(long_done.0, 200, "{}", long_done.1);
+    let (s, v) = send(jfk_wav());
+    assert_eq!(s, 200, "{v}");
+}

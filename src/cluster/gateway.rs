@@ -287,7 +287,7 @@ impl NatsDispatcher {
 
 /// Checks an id from a URL before it becomes a key.
 fn check_id(id: &str) -> Result<(), DispatchError> {
-    if uuid::Uuid::parse_str(id).is_ok() {
+    if jobs::is_job_id(id) {
         Ok(())
     } else {
         Err(DispatchError::NotFound(id.to_string()))

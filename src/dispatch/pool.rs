@@ -324,6 +324,9 @@ struct Active {
     /// `inference`: from a batcher taking it to its end; the parent (or a
     /// link) of the steps that decode it.
     span: tracing::Span,
+    /// Its audio counts against `limits.max_queued_audio_s` until it ends
+    /// (a packed window's members hold theirs in their jobs).
+    _held: Option<AudioHeld>,
 }
 
 struct Batcher {
@@ -442,7 +445,7 @@ impl Batcher {
         crate::telemetry::metrics::packed_window(n);
         let enqueued = members.iter().map(|j| j.enqueued).min().unwrap_or(started);
         let owner = Owner::Packed(members.into_iter().zip(spans).collect());
-        active.push(Active { decoding, owner, audio_s, enqueued, started, last_step: step_no, span });
+        active.push(Active { decoding, owner, audio_s, enqueued, started, last_step: step_no, span, _held: None });
     }
 
     /// Waits for the next job. After IDLE_RELEASE_AFTER with no transcription
@@ -472,7 +475,7 @@ impl Batcher {
                 let started = Instant::now();
                 // Measured as the answer's `queue_wait_s` is.
                 crate::telemetry::metrics::job_started(started.duration_since(job.enqueued));
-                active.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span });
+                active.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span, _held: Some(job.held) });
             }
             Err(e) => {
                 self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
@@ -595,7 +598,7 @@ impl Batcher {
         let span = tracing::info_span!(parent: &job.span, "inference", audio_s, replica = self.replica, unpacked = true);
         match Decoding::new(&self.engine, job.audio, job.options) {
             Ok(decoding) => {
-                kept.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span });
+                kept.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span, _held: Some(job.held) });
             }
             Err(e) => self.done(job.reply, audio_s, job.enqueued, &span, Err(e)),
         }

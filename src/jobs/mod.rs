@@ -4,6 +4,7 @@
 //! records as JSON in a JetStream key-value bucket. On completion a webhook
 //! ([`webhook`]) tells the job's `callback_url`.
 
+pub mod callback_url;
 pub mod store;
 pub mod webhook;
 
@@ -168,6 +169,14 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Whether `id` is a job id: a UUID in its canonical form (lowercase,
+/// hyphenated), as [`new_id`] makes them. The one check for ids that come
+/// from URLs, name files (serve) and become NATS keys (cluster): anything
+/// else is "no such job".
+pub fn is_job_id(id: &str) -> bool {
+    matches!(uuid::Uuid::try_parse(id), Ok(u) if u.hyphenated().to_string() == id)
 }
 
 /// A new job id: a random UUID (122 random bits). Not UUIDv7: its

@@ -100,9 +100,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Checks that `id` is a job id: a UUID in its canonical form (lowercase,
 /// hyphenated), as [`super::new_id`] makes them.
 pub fn check_id(id: &str) -> Result<()> {
-    match uuid::Uuid::try_parse(id) {
-        Ok(u) if u.hyphenated().to_string() == id => Ok(()),
-        _ => Err(StoreError::BadId(id.chars().take(64).collect())),
+    if super::is_job_id(id) {
+        Ok(())
+    } else {
+        Err(StoreError::BadId(id.chars().take(64).collect()))
     }
 }
 
