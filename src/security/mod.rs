@@ -174,7 +174,7 @@ pub async fn guard(State(sec): State<Arc<Security>>, mut req: Request, next: Nex
     }
     // The quota covers transcription work only: reading a job's result
     // or listing jobs stays possible once the day's audio is spent.
-    let reservation = if is_work(req.method(), &path) {
+    let reservation = if crate::telemetry::stats::is_work_route(req.method().as_str(), &path) {
         match sec.limits.reserve(&who) {
             Ok(r) => Some(r),
             Err(refusal) => {
@@ -209,7 +209,3 @@ pub async fn guard(State(sec): State<Arc<Security>>, mut req: Request, next: Nex
     resp
 }
 
-/// Requests that transcribe (and so count against the audio quota).
-fn is_work(method: &axum::http::Method, path: &str) -> bool {
-    method == axum::http::Method::POST && (path == "/transcribe" || path.starts_with("/v1/audio/") || path == "/v1/jobs")
-}

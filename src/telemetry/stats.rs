@@ -36,6 +36,13 @@ pub const WORK_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/jobs"),
 ];
 
+/// Whether `method` on `route` (a template, or a path: the work routes have
+/// no parameters) is transcription work: counted here, and against the
+/// audio quota by the key middleware.
+pub fn is_work_route(method: &str, route: &str) -> bool {
+    WORK_ROUTES.iter().any(|(m, r)| *m == method && *r == route)
+}
+
 /// One finished request or job, as the dashboard lists it. Never the
 /// transcript, never the key.
 #[derive(Clone, Debug, Serialize, ToSchema, PartialEq)]
@@ -207,7 +214,7 @@ impl Collector {
     /// the percentiles only for synchronous transcriptions (a job's POST
     /// is only its upload; the job counts when it finishes).
     pub fn request(&self, method: &str, route: &str, status: u16, latency_ms: f64, audio_s: Option<f64>, request_id: &str, owner: &str) {
-        if !WORK_ROUTES.iter().any(|(m, r)| *m == method && *r == route) {
+        if !is_work_route(method, route) {
             return;
         }
         let sync = route != "/v1/jobs";
