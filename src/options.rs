@@ -19,6 +19,9 @@ pub struct RequestOptions {
     pub granularities: Granularities,
     /// The `model` field, if any.
     pub model: Option<String>,
+    /// `stream=true`: the OpenAI routes answer with server-sent events
+    /// (other routes ignore it).
+    pub stream: bool,
 }
 
 fn parse_bool(param: &'static str, v: &str) -> Result<bool, ApiError> {
@@ -49,6 +52,7 @@ pub fn from_fields(
     let mut response_format = None;
     let mut granularities: Option<Granularities> = None;
     let mut model = None;
+    let mut stream = false;
     for (name, value) in fields {
         let v = value.trim();
         match name.as_str() {
@@ -120,8 +124,9 @@ pub fn from_fields(
                 }
             }
             "model" => model = Some(v.to_string()),
+            "stream" => stream = parse_bool("stream", v)?,
             // Accepted and ignored, as other OpenAI-compatible servers do.
-            "user" | "stream" | "chunking_strategy" | "include[]" => {}
+            "user" | "chunking_strategy" | "include[]" => {}
             other => {
                 return Err(ApiError::InvalidParam { param: "form", message: format!("unknown field `{}`", echo(other)) })
             }
@@ -134,7 +139,7 @@ pub fn from_fields(
     if granularities.word {
         decode.word_timestamps = true;
     }
-    Ok(RequestOptions { decode, response_format, granularities, model })
+    Ok(RequestOptions { decode, response_format, granularities, model, stream })
 }
 
 #[cfg(test)]
@@ -186,6 +191,18 @@ mod tests {
                 Err(e @ ApiError::InvalidParam { .. }) => assert!(e.to_string().len() < 300, "{k}: {}", e.to_string().len()),
                 other => panic!("{}: {other:?}", echo(k)),
             }
+        }
+    }
+
+    #[test]
+    fn stream_is_a_bool() {
+        let (d, l) = (DecodeOptions::default(), LimitsConfig::default());
+        assert!(!from_fields(&f(&[]), &d, &l, None).unwrap().stream);
+        assert!(from_fields(&f(&[("stream", "true")]), &d, &l, None).unwrap().stream);
+        assert!(!from_fields(&f(&[("stream", "False")]), &d, &l, None).unwrap().stream);
+        match from_fields(&f(&[("stream", "sometimes")]), &d, &l, None) {
+            Err(ApiError::InvalidParam { param: "stream", .. }) => {}
+            other => panic!("{other:?}"),
         }
     }
 

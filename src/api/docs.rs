@@ -191,6 +191,10 @@ pub struct OpenAiForm {
     pub file: Vec<u8>,
     /// Required: `whisper-1` or a name from `GET /v1/models`.
     pub model: String,
+    /// `true`: answer with server-sent events (`text/event-stream`, see
+    /// `TranscriptionStreamEvent`) as the audio is decoded, 30 s at a time.
+    /// With `response_format` `json` or `text` only (others: 400).
+    pub stream: Option<bool>,
     #[serde(flatten)]
     pub options: DecodeFields,
 }
@@ -252,6 +256,59 @@ pub struct VerboseTranscription {
     pub segments: Option<Vec<VerboseSegment>>,
     /// With `timestamp_granularities[]=word`.
     pub words: Option<Vec<VerboseWord>>,
+}
+
+/// One server-sent event of a `stream=true` answer: `data: <this JSON>`
+/// and a blank line (no `event:` lines, no `[DONE]`), as OpenAI sends them
+/// and its SDKs read them. `transcript.text.delta` events come as each
+/// 30 s window is decoded, and their `delta`s concatenate to the
+/// `transcript.text.done` event's `text`, which ends the stream. An error
+/// after the answer started is an `error` event (OpenAI's error body),
+/// and the stream ends; errors before it keep their JSON answer and status.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TranscriptionStreamEvent {
+    Delta(TranscriptTextDelta),
+    Done(TranscriptTextDone),
+    Error(StreamErrorEvent),
+}
+
+/// Text newly decoded.
+#[derive(Serialize, ToSchema)]
+pub struct TranscriptTextDelta {
+    /// Always `transcript.text.delta`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub delta: String,
+}
+
+/// The end: the whole text.
+#[derive(Serialize, ToSchema)]
+pub struct TranscriptTextDone {
+    /// Always `transcript.text.done`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+    pub usage: Option<DurationUsage>,
+}
+
+/// Usage by audio duration, as OpenAI reports it for Whisper.
+#[derive(Serialize, ToSchema)]
+pub struct DurationUsage {
+    /// Always `duration`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Seconds of audio, rounded up.
+    pub seconds: u64,
+}
+
+/// The transcription failed after the stream started.
+#[derive(Serialize, ToSchema)]
+pub struct StreamErrorEvent {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub error: OpenAiErrorDetail,
 }
 
 /// The errors of the OpenAI-shaped transcription routes (and job submission).

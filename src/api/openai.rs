@@ -52,6 +52,18 @@ async fn route(state: Arc<AppState>, headers: HeaderMap, form: Multipart, task: 
     let opts: RequestOptions = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, task)?;
     check_model(&state, &opts)?;
     let format = opts.response_format.unwrap_or(ResponseFormat::Json);
+    if opts.stream {
+        // The events carry text: the formats of timed segments cannot be
+        // streamed (OpenAI streams text only as well).
+        if !matches!(format, ResponseFormat::Json | ResponseFormat::Text) {
+            return Err(ApiError::InvalidParam {
+                param: "stream",
+                message: format!("`response_format` {} cannot be streamed; use json or text", format.as_str()),
+            }
+            .into());
+        }
+        return super::sse::respond(state, upload, opts.decode, request_id(&headers)).await;
+    }
     let task = opts.decode.task;
     let size = upload.bytes.len();
     let outcome = run_transcription(&state, upload, opts.decode, request_id(&headers)).await?;
@@ -62,9 +74,11 @@ async fn route(state: Arc<AppState>, headers: HeaderMap, form: Multipart, task: 
 #[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "openai",
     request_body(content = crate::api::docs::OpenAiForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "The transcription in `response_format`", content(
+        (status = 200, description = "The transcription in `response_format`; with `stream=true`, server-sent events \
+(see `TranscriptionStreamEvent`)", content(
             (crate::api::docs::TranscriptionBody = "application/json"),
-            (String = "text/plain"))),
+            (String = "text/plain"),
+            (crate::api::docs::TranscriptionStreamEvent = "text/event-stream"))),
         crate::api::docs::TranscriptionErrors,
     ))]
 pub(super) async fn transcriptions(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Result<Response, OpenAiError> {
@@ -75,9 +89,11 @@ pub(super) async fn transcriptions(State(state): State<Arc<AppState>>, headers: 
 #[utoipa::path(post, path = "/v1/audio/translations", tag = "openai",
     request_body(content = crate::api::docs::OpenAiForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "The transcription in `response_format`", content(
+        (status = 200, description = "The transcription in `response_format`; with `stream=true`, server-sent events \
+(see `TranscriptionStreamEvent`)", content(
             (crate::api::docs::TranscriptionBody = "application/json"),
-            (String = "text/plain"))),
+            (String = "text/plain"),
+            (crate::api::docs::TranscriptionStreamEvent = "text/event-stream"))),
         crate::api::docs::TranscriptionErrors,
     ))]
 pub(super) async fn translations(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Result<Response, OpenAiError> {

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::engine::{pack, step, DecodeOptions, Decoding, Engine, EngineError, Transcript};
-use super::DispatchError;
+use crate::engine::{pack, step, DecodeOptions, Decoding, Engine, EngineError, Segment, Transcript};
+use super::{DispatchError, Progress, ProgressSender};
 
 /// Idle time after which a batcher returns kept memory to the OS. Not
 /// shorter: the first window after a release pays the page faults again
@@ -52,6 +52,8 @@ pub struct Job {
     pub queue_span: tracing::Span,
     /// Its share of the pool's audio; given back when the job is dropped.
     pub held: AudioHeld,
+    /// Where its new text goes after each decoded window (`stream=true`).
+    pub progress: Option<ProgressSender>,
 }
 
 /// Milliseconds of audio a job holds in the pool, given back on drop, so
@@ -245,6 +247,19 @@ impl Pool {
         audio: Vec<f32>,
         options: DecodeOptions,
     ) -> Result<oneshot::Receiver<Reply>, DispatchError> {
+        self.submit_with_progress(audio, options, None)
+    }
+
+    /// [`Pool::submit`], reporting to `progress`: the audio's length once
+    /// queued, then the text each decoded window adds (a packed request's
+    /// all at once, when its window is done).
+    pub fn submit_with_progress(
+        &self,
+        audio: Vec<f32>,
+        options: DecodeOptions,
+        progress: Option<ProgressSender>,
+    ) -> Result<oneshot::Receiver<Reply>, DispatchError> {
+        let audio_s = audio.len() as f64 / crate::audio::SAMPLE_RATE as f64;
         // Bounded in audio as well as in count: a queue of long files holds
         // gigabytes of samples. One job is always let into an empty pool.
         let ms = (audio.len() as u64).saturating_mul(1000) / crate::audio::SAMPLE_RATE as u64;
@@ -256,10 +271,16 @@ impl Pool {
         let (reply, rx) = oneshot::channel();
         let span = tracing::Span::current();
         let queue_span = tracing::info_span!(parent: &span, "queue_wait");
-        let job = Job { audio, options, reply, enqueued: Instant::now(), span, queue_span, held };
+        let told = progress.clone();
+        let job = Job { audio, options, reply, enqueued: Instant::now(), span, queue_span, held, progress };
         let tx = self.sender().ok_or(DispatchError::ShuttingDown)?;
         match tx.try_send(job) {
-            Ok(()) => Ok(rx),
+            Ok(()) => {
+                if let Some(p) = told {
+                    let _ = p.send(Progress::Audio(audio_s));
+                }
+                Ok(rx)
+            }
             Err(TrySendError::Full(_)) => Err(DispatchError::QueueFull { retry_after_s: self.retry_after() }),
             Err(TrySendError::Disconnected(_)) => Err(DispatchError::ShuttingDown),
         }
@@ -327,6 +348,54 @@ struct Active {
     /// Its audio counts against `limits.max_queued_audio_s` until it ends
     /// (a packed window's members hold theirs in their jobs).
     _held: Option<AudioHeld>,
+    /// Reports its new text after each step (one request, `stream=true`).
+    progress: Option<Tracker>,
+}
+
+/// Tells a request's listener the text each step added to its transcript.
+struct Tracker {
+    tx: ProgressSender,
+    /// Segments read so far.
+    seen: usize,
+    /// Their texts joined, as `Decoding::finish` joins them (before its trim).
+    joined: String,
+    /// Bytes of `joined.trim()` sent so far.
+    sent: usize,
+}
+
+impl Tracker {
+    fn new(tx: ProgressSender) -> Self {
+        Tracker { tx, seen: 0, joined: String::new(), sent: 0 }
+    }
+
+    /// Sends what `segments` (all of the decoding's, so far) add, if anything.
+    fn update(&mut self, segments: &[Segment]) {
+        if segments.len() <= self.seen {
+            return;
+        }
+        for s in &segments[self.seen..] {
+            self.joined.push_str(&s.text);
+        }
+        self.seen = segments.len();
+        if let Some(d) = new_text(&self.joined, &mut self.sent) {
+            let _ = self.tx.send(Progress::Text(d.to_string()));
+        }
+    }
+}
+
+/// What the final text of `joined` (segment texts joined, then trimmed, as
+/// `Decoding::finish` makes a transcript's `text`) adds past the `sent`
+/// bytes already reported; advances `sent`. Segments are only ever
+/// appended, so each trimmed text starts with the one before, and the
+/// pieces concatenate to the final `text` exactly.
+pub(crate) fn new_text<'a>(joined: &'a str, sent: &mut usize) -> Option<&'a str> {
+    let text = joined.trim();
+    if text.len() <= *sent || !text.is_char_boundary(*sent) {
+        return None;
+    }
+    let piece = &text[*sent..];
+    *sent = text.len();
+    Some(piece)
 }
 
 struct Batcher {
@@ -445,7 +514,7 @@ impl Batcher {
         crate::telemetry::metrics::packed_window(n);
         let enqueued = members.iter().map(|j| j.enqueued).min().unwrap_or(started);
         let owner = Owner::Packed(members.into_iter().zip(spans).collect());
-        active.push(Active { decoding, owner, audio_s, enqueued, started, last_step: step_no, span, _held: None });
+        active.push(Active { decoding, owner, audio_s, enqueued, started, last_step: step_no, span, _held: None, progress: None });
     }
 
     /// Waits for the next job. After IDLE_RELEASE_AFTER with no transcription
@@ -475,7 +544,8 @@ impl Batcher {
                 let started = Instant::now();
                 // Measured as the answer's `queue_wait_s` is.
                 crate::telemetry::metrics::job_started(started.duration_since(job.enqueued));
-                active.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span, _held: Some(job.held) });
+                let progress = job.progress.map(Tracker::new);
+                active.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span, _held: Some(job.held), progress });
             }
             Err(e) => {
                 self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
@@ -528,7 +598,7 @@ impl Batcher {
             }
         }
         let mut kept = Vec::with_capacity(active.len());
-        for (i, a) in active.drain(..).enumerate() {
+        for (i, mut a) in active.drain(..).enumerate() {
             if let Some(pos) = failed.iter().position(|(j, _)| *j == i) {
                 let (_, e) = failed.swap_remove(pos);
                 match a.owner {
@@ -548,15 +618,21 @@ impl Batcher {
                 };
                 self.running.fetch_sub(n, Ordering::Relaxed);
                 self.busy[self.replica].fetch_sub(n, Ordering::Relaxed);
-            } else if a.decoding.is_done() {
+            } else {
+                // Its listener hears the new text before the answer.
+                if let Some(t) = a.progress.as_mut() {
+                    t.update(a.decoding.segments());
+                }
+                if !a.decoding.is_done() {
+                    kept.push(a);
+                    continue;
+                }
                 let Active { decoding, owner, audio_s, enqueued, started, span, .. } = a;
                 let transcript = decoding.finish();
                 match owner {
                     Owner::One(reply) => self.done(reply, audio_s, enqueued, &span, Ok(self.answer(transcript, enqueued, started))),
                     Owner::Packed(members) => self.unpack(&transcript, members, started, &mut kept, step_no),
                 }
-            } else {
-                kept.push(a);
             }
         }
         *active = kept;
@@ -579,6 +655,9 @@ impl Batcher {
         for ((job, _), piece) in members.into_iter().zip(pack::split(transcript, &spans, &|text| self.engine.encode_text(text).unwrap_or_default())) {
             match piece {
                 pack::Piece::Done(t) => {
+                    if let Some(p) = job.progress.as_ref().filter(|_| !t.text.is_empty()) {
+                        let _ = p.send(Progress::Text(t.text.clone()));
+                    }
                     let audio_s = job.audio.len() as f64 / 16000.0;
                     let span = tracing::info_span!(parent: &job.span, "inference", audio_s, replica = self.replica, packed = true);
                     let done = self.answer(t, job.enqueued, started);
@@ -598,7 +677,8 @@ impl Batcher {
         let span = tracing::info_span!(parent: &job.span, "inference", audio_s, replica = self.replica, unpacked = true);
         match Decoding::new(&self.engine, job.audio, job.options) {
             Ok(decoding) => {
-                kept.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span, _held: Some(job.held) });
+                let progress = job.progress.map(Tracker::new);
+                kept.push(Active { decoding, owner: Owner::One(job.reply), audio_s, enqueued: job.enqueued, started, last_step: step_no, span, _held: Some(job.held), progress });
             }
             Err(e) => self.done(job.reply, audio_s, job.enqueued, &span, Err(e)),
         }
@@ -662,5 +742,52 @@ mod plan_tests {
         let groups = plan(items.iter().map(|(n, o)| (*n, *o)), 100);
         // Three 8 s English clips fit one window with two 1 s gaps; the fourth opens another.
         assert_eq!(groups, vec![vec![0, 2, 3], vec![1, 6], vec![4], vec![5]]);
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    /// The pieces `new_text` reports after each step, for segment texts
+    /// arriving in `steps`.
+    fn pieces(steps: &[&[&str]]) -> (Vec<String>, String) {
+        let (mut joined, mut sent, mut out) = (String::new(), 0, Vec::new());
+        for step in steps {
+            for s in *step {
+                joined.push_str(s);
+            }
+            if let Some(p) = new_text(&joined, &mut sent) {
+                out.push(p.to_string());
+            }
+        }
+        (out, joined.trim().to_string())
+    }
+
+    #[test]
+    fn pieces_concatenate_to_the_final_text() {
+        let cases: &[&[&[&str]]] = &[
+            &[&[" Hello there."], &[" How are", " you?"], &[" Fine. "]],
+            &[&[], &["  Leading space"], &[], &[" and more ", " and "], &["end."]],
+            &[&[" Grüße aus Köln,"], &[" 東京 "], &[" ¿qué tal?"]],
+            &[&[" Only one window."]],
+            &[],
+        ];
+        for steps in cases {
+            let (out, text) = pieces(steps);
+            assert_eq!(out.concat(), text, "{steps:?} -> {out:?}");
+            assert!(out.iter().all(|p| !p.is_empty()), "{out:?}");
+        }
+        let (out, _) = pieces(&[&[" Hello there."], &[" How are", " you?"]]);
+        assert_eq!(out, vec!["Hello there.".to_string(), " How are you?".to_string()]);
+    }
+
+    #[test]
+    fn trailing_space_waits_for_the_next_words() {
+        let (mut sent, mut joined) = (0, String::from(" one two "));
+        assert_eq!(new_text(&joined, &mut sent), Some("one two"));
+        assert_eq!(new_text(&joined, &mut sent), None, "nothing new, nothing sent");
+        joined.push_str(" three");
+        assert_eq!(new_text(&joined, &mut sent), Some("  three"));
     }
 }

@@ -271,6 +271,12 @@ impl Decoding {
         self.content_frames.saturating_sub(self.seek).div_ceil(N_FRAMES)
     }
 
+    /// The segments decoded so far, in order; a segment's text does not
+    /// change once decoded (streamed progress reads it).
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
     pub(crate) fn gen_key(&self) -> GenKey {
         let o = &self.opts;
         GenKey {
