@@ -13,6 +13,7 @@ pub mod loadtest;
 pub mod models;
 pub mod options;
 pub mod pypi_index;
+pub mod realtime;
 pub mod security;
 pub mod dispatch;
 pub mod server;

@@ -34,9 +34,19 @@ pub fn is_docs(path: &str) -> bool {
     path == OPENAPI_PATH || path == DOCS_PATH || path.starts_with("/docs/")
 }
 
+/// Live transcription sessions (`GET /v1/realtime`).
+pub const REALTIME_PATH: &str = "/v1/realtime";
+
+/// Counts a live session's audio against its key's daily quota (set by the
+/// key middleware on `GET /v1/realtime`); false once the quota is used up.
+#[derive(Clone)]
+pub struct AudioMeter(pub Arc<dyn Fn(f64) -> bool + Send + Sync>);
+
 pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Arc<dyn Dispatcher>,
+    /// The realtime sessions served through this process.
+    pub realtime: Arc<crate::realtime::Registry>,
     in_flight: AtomicUsize,
 }
 
@@ -51,7 +61,8 @@ impl Drop for Slot<'_> {
 
 impl AppState {
     pub fn new(config: Arc<Config>, dispatcher: Arc<dyn Dispatcher>) -> Self {
-        Self { config, dispatcher, in_flight: AtomicUsize::new(0) }
+        let realtime = crate::realtime::Registry::new(config.realtime.max_sessions);
+        Self { config, dispatcher, realtime, in_flight: AtomicUsize::new(0) }
     }
 
     /// Enforces `deployment.max_concurrent_queries` (Ray Serve's cap on

@@ -43,7 +43,9 @@ fn scenario(name: &str, server: &Server, audio: &Path, key: Option<&str>) -> Val
         // With keys on, the page learns that it needs one from a single 401
         // (before uploading anything), which Chromium logs as a failed load.
         let expected_401 = |e: &Value| {
-            name == "auth" && list == "console" && e["text"].as_str().is_some_and(|t| t.contains("status of 401"))
+            (name == "auth" || name == "live_auth")
+                && list == "console"
+                && e["text"].as_str().is_some_and(|t| t.contains("status of 401"))
         };
         let unexpected: Vec<_> = entries.iter().filter(|e| !expected_401(e)).collect();
         assert!(unexpected.is_empty(), "{name}: {list} not empty: {unexpected:?}");
@@ -126,6 +128,124 @@ fn recording_from_the_microphone_is_transcribed() {
     // Five seconds of JFK: the first words.
     let heard = words(r["transcript"].as_str().expect("transcript"));
     assert!(heard.contains("fellow american"), "{heard}");
+}
+
+/// JFK with silence around it (0.5 s before, 2.5 s after), so that server
+/// VAD ends the turn (the live scenarios play it once, then silence; with
+/// LOOP_AUDIO=1 the file loops, and Stop commits the turn then open).
+fn padded_jfk(dir: &Path) -> PathBuf {
+    let out = dir.join("jfk-padded.wav");
+    tool("sox", &[jfk_wav().to_str().unwrap(), out.to_str().unwrap(), "pad", "0.5", "2.5"]);
+    out
+}
+
+/// What every live scenario must have seen; returns the final turns' text.
+fn check_live(r: &Value) -> Vec<String> {
+    assert_eq!(r["panels"]["hash"], "#live", "{r:#}");
+    let update = &r["ws"]["sessionUpdate"]["session"];
+    assert_eq!(update["audio"]["input"]["format"], json!({"type": "audio/pcm", "rate": 24000}), "{update}");
+    assert_eq!(update["audio"]["input"]["turn_detection"]["type"], "server_vad", "{update}");
+    // 100 ms of 24 kHz pcm16 per append, sent at the pace it is heard.
+    let sizes = r["ws"]["appendBytes"].as_object().expect("appendBytes");
+    assert_eq!(sizes.keys().collect::<Vec<_>>(), ["4800"], "append sizes: {sizes:?}");
+    let (sent, wall) = (r["audioSecondsSent"].as_f64().expect("audio s"), r["wallSeconds"].as_f64().expect("wall s"));
+    assert!(wall > 5.0 && (sent / wall - 1.0).abs() < 0.15, "{sent} s of audio sent in {wall} s");
+
+    let types: Vec<&str> = r["receivedTypes"].as_array().expect("types").iter().filter_map(Value::as_str).collect();
+    for t in [
+        "session.created",
+        "session.updated",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+    ] {
+        assert!(types.contains(&t), "never received {t}: {types:?}");
+    }
+    // Stop may commit a turn the VAD has just ended itself: that one error is harmless.
+    let errors: Vec<&Value> = r["ws"]["received"]
+        .as_array()
+        .expect("received")
+        .iter()
+        .filter(|e| e["type"] == "error" && e["error"]["code"] != "input_audio_buffer_commit_empty")
+        .collect();
+    assert!(errors.is_empty(), "error events: {errors:?}");
+    assert_eq!(r["statusAfterStop"]["status"], "stopped", "{r:#}");
+    assert_eq!(r["wsClosedAfterStop"], true);
+    assert_eq!(r["micStopped"], true);
+
+    // The page shows each completed transcript as its turn's final text.
+    let finals: Vec<String> =
+        r["finals"].as_array().expect("finals").iter().map(|f| f.as_str().unwrap_or("").to_string()).collect();
+    let completed: Vec<&str> = r["completed"]
+        .as_array()
+        .expect("completed")
+        .iter()
+        .filter_map(|c| c["transcript"].as_str())
+        .filter(|t| !t.trim().is_empty())
+        .collect();
+    assert!(!finals.is_empty() && finals.len() <= completed.len(), "finals {finals:?}, completed {completed:?}");
+    for (f, c) in finals.iter().zip(&completed) {
+        assert_eq!(f.trim(), c.trim(), "the page's final text is not the completed transcript");
+    }
+    finals
+}
+
+/// The first final turns, joined until they hold as many words as the JFK
+/// sentence (server VAD may cut it at a pause): the microphone loops the
+/// file, so later turns repeat it.
+fn first_sentence(finals: &[String]) -> String {
+    let want = words(JFK_TEXT).split(' ').count();
+    let mut joined = String::new();
+    for f in finals {
+        joined = format!("{joined} {f}");
+        if words(&joined).split(' ').count() + 2 >= want {
+            break;
+        }
+    }
+    joined.trim().to_string()
+}
+
+#[test]
+fn live_mode_streams_the_microphone_and_shows_text_as_it_is_committed() {
+    let server = Server::start(test_config(json!({})));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let r = scenario("live", &server, &padded_jfk(dir.path()), None);
+    assert_eq!(r["askedForKey"], false, "{r:#}");
+    let finals = check_live(&r);
+    assert_jfk(&first_sentence(&finals));
+    // While the turn was open the page showed the partial indicator, styled
+    // apart from the text.
+    assert_eq!(r["partialSeen"], true, "{r:#}");
+    assert_eq!(r["partialStyle"], "italic", "{r:#}");
+    // The first turn's text grew with each delta as it came (how many come
+    // before the turn ends depends on the server's speed), and the
+    // completed transcript then replaced it.
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array().expect("a list").iter().map(|x| x.as_str().unwrap_or("").to_string()).collect()
+    };
+    let deltas = list(&r["firstTurnDeltas"]);
+    let growth = list(&r["firstTurnGrowth"]);
+    assert!(!deltas.is_empty(), "no delta for the first turn: {r:#}");
+    let expected: Vec<String> = (1..=deltas.len()).map(|n| deltas[..n].concat()).collect();
+    assert_eq!(growth, expected, "the text shown did not grow delta by delta");
+    eprintln!(
+        "live: {} deltas for the first turn, {} before its speech stopped; finals {finals:?}",
+        deltas.len(),
+        r["firstTurnDeltasBeforeStop"]
+    );
+}
+
+#[test]
+fn live_mode_with_keys_asks_once_and_sends_the_key_as_a_subprotocol() {
+    let key = "browser-live-key-123456";
+    let server = Server::start(test_config(json!({"auth": {"api_keys": [key]}})));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let r = scenario("live_auth", &server, &padded_jfk(dir.path()), Some(key));
+    assert_eq!(r["askedForKey"], true, "{r:#}");
+    let finals = check_live(&r);
+    assert_jfk(&first_sentence(&finals));
 }
 
 #[test]

@@ -80,7 +80,11 @@ fn every_documented_route_is_served() {
         let body = r.text().unwrap_or_default();
         assert_ne!(status, 405, "{method} {path}: {body}");
         assert!(!body.contains("no route for"), "{method} {path} is documented but not served: {status} {body}");
-        if method == "GET" && !path.contains('{') && path != "/docs" {
+        if path == "/v1/realtime" {
+            // A WebSocket handshake is expected: a plain GET is told so.
+            assert_eq!(status, 400, "{method} {path}: {body}");
+            assert!(body.contains("intent"), "{body}");
+        } else if method == "GET" && !path.contains('{') && path != "/docs" {
             assert_eq!(status, 200, "{method} {path}: {body}");
         }
     }

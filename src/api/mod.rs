@@ -8,6 +8,8 @@ pub mod docs;
 mod jobs;
 mod openai;
 mod original;
+mod realtime;
+mod sse;
 pub mod stats;
 
 use std::sync::Arc;
@@ -41,6 +43,7 @@ fn routes(web_ui: bool) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(openai::transcriptions))
         .routes(routes!(openai::translations))
         .routes(routes!(openai::models))
+        .routes(routes!(realtime::realtime))
         .routes(routes!(jobs::create, jobs::list))
         .routes(routes!(jobs::get, jobs::cancel))
         .routes(routes!(stats::stats))
@@ -289,6 +292,7 @@ pub async fn run_transcription(
         options,
         request_id,
         timeout: Duration::from_secs(limits.request_timeout_s),
+        progress: None,
     };
     Ok(state.dispatcher.transcribe(work).await?)
 }

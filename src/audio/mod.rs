@@ -352,6 +352,25 @@ fn downmix(buf: &AudioBufferRef<'_>, out: &mut Vec<f32>) {
     }
 }
 
+/// 16 kHz samples from live audio at another rate, resampled as it arrives
+/// (a realtime session's input). Output lags input by at most one
+/// resampler chunk (1024 input samples).
+pub struct LiveResampler(Segment);
+
+impl LiveResampler {
+    pub fn new(rate: u32) -> Result<Self, AudioError> {
+        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
+            return Err(AudioError::Corrupt(format!("sample rate {rate} Hz is out of range")));
+        }
+        Segment::new(rate).map(LiveResampler)
+    }
+
+    /// Appends the 16 kHz samples `mono` yields (so far) to `out`.
+    pub fn push(&mut self, mono: &[f32], out: &mut Vec<f32>) -> Result<(), AudioError> {
+        self.0.push(mono, out)
+    }
+}
+
 /// A run of mono audio at one sample rate, resampled to 16 kHz as it
 /// arrives so that memory holds 16 kHz output, not the (larger) source.
 struct Segment {

@@ -91,12 +91,17 @@ impl NatsDispatcher {
         bus.audio.put(meta, reader).await.map(|info| info.size as u64).map_err(|e| e.to_string())
     }
 
-    async fn publish(&self, bus: &Bus, msg: &JobMessage) -> Result<(), DispatchError> {
+    /// Queues a job's message; `progress` asks its worker to publish its
+    /// progress (a streaming synchronous request).
+    async fn publish(&self, bus: &Bus, msg: &JobMessage, progress: bool) -> Result<(), DispatchError> {
         let payload = serde_json::to_vec(msg).map_err(|e| DispatchError::Engine(e.to_string()))?;
         let mut headers = async_nats::HeaderMap::new();
         // JetStream drops a second publish of the same id (a retry).
         headers.insert("Nats-Msg-Id", msg.id.as_str());
         headers.insert("X-Request-Id", msg.request.request_id.as_str());
+        if progress {
+            headers.insert(super::worker::PROGRESS_HEADER, "1");
+        }
         // The worker continues this request's trace.
         crate::telemetry::traces::inject_nats(&mut headers);
         let subject = self.config.cluster.job_subject(&self.config.model.size);
@@ -127,7 +132,7 @@ impl NatsDispatcher {
             return Err(unavailable(format!("cannot record the job: {e}")));
         }
         let msg = JobMessage { id: job.id.clone(), sync: false, request: job.request.clone(), audio_bytes: size, created_at_ms: job.created_at_ms };
-        if let Err(e) = self.publish(bus, &msg).await {
+        if let Err(e) = self.publish(bus, &msg, false).await {
             let _ = bus.jobs.purge(&job.id).await;
             let _ = bus.jobs.purge(&index).await;
             return Err(e);
@@ -180,6 +185,32 @@ impl NatsDispatcher {
             Err(_) => self.read(bus, key).await.ok().flatten().filter(|r| r.status.is_final() && r.status != JobStatus::Cancelled),
         }
     }
+}
+
+/// Hands a job's progress messages to its caller, in order, dropping a
+/// repeated or out-of-order piece of text (the final record carries the
+/// whole text, so the caller makes up for what was lost). Never ends.
+async fn forward_progress(mut sub: async_nats::Subscriber, to: crate::dispatch::ProgressSender) -> std::convert::Infallible {
+    use super::worker::ProgressMessage;
+    use crate::dispatch::Progress;
+    let mut forwarded = 0usize;
+    while let Some(m) = sub.next().await {
+        let Ok(msg) = serde_json::from_slice::<ProgressMessage>(&m.payload) else { continue };
+        let p = match msg {
+            ProgressMessage::Audio { seconds } => Progress::Audio(seconds),
+            ProgressMessage::Text { offset, text } => {
+                let end = offset + text.len();
+                if offset > forwarded || end <= forwarded || !text.is_char_boundary(forwarded - offset) {
+                    continue;
+                }
+                let piece = text[forwarded - offset..].to_string();
+                forwarded = end;
+                Progress::Text(piece)
+            }
+        };
+        let _ = to.send(p);
+    }
+    std::future::pending().await
 }
 
 /// The record of a finished job as the dispatcher's answer.
@@ -361,11 +392,38 @@ impl Dispatcher for NatsDispatcher {
             owner: jobs::ANONYMOUS.to_string(),
         };
         let msg = JobMessage { id: id.clone(), sync: true, request, audio_bytes: size, created_at_ms: jobs::now_ms() };
-        if let Err(e) = self.publish(bus, &msg).await {
+        // A streaming caller: listen for the worker's progress before the
+        // job can start (without it, the answer still comes, all at once).
+        let progress_sub = match &work.progress {
+            Some(_) => {
+                let subject = super::worker::progress_subject(&self.config.cluster.subject_prefix, &id);
+                match tokio::time::timeout(OP_TIMEOUT, bus.client.subscribe(subject)).await {
+                    Ok(Ok(sub)) => Some(sub),
+                    _ => {
+                        tracing::warn!("cannot listen for the job's progress; the text will come at the end");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Err(e) = self.publish(bus, &msg, progress_sub.is_some()).await {
             let _ = bus.audio.delete(&id).await;
             return Err(e);
         }
-        let mut rec = match self.wait_final(bus, &key, rx, deadline).await {
+        let waited = {
+            let wait = self.wait_final(bus, &key, rx, deadline);
+            match (progress_sub, work.progress.clone()) {
+                (Some(sub), Some(to)) => {
+                    tokio::select! {
+                        r = wait => r,
+                        never = forward_progress(sub, to) => match never {},
+                    }
+                }
+                _ => wait.await,
+            }
+        };
+        let mut rec = match waited {
             Some(r) => Some(r),
             None => self.abandon(bus, &key, &msg).await,
         };
@@ -560,6 +618,15 @@ impl Dispatcher for NatsDispatcher {
 
     fn model_names(&self) -> Vec<String> {
         vec![self.config.model.size.clone()]
+    }
+
+    async fn open_realtime(
+        &self,
+        open: crate::realtime::Open,
+        sink: crate::realtime::Sink,
+    ) -> Result<tokio::sync::mpsc::Sender<crate::realtime::Inbound>, DispatchError> {
+        let bus = self.bus()?;
+        super::realtime::open(&bus.client, &self.config, open, sink).await
     }
 
     fn on_job_final(&self, hook: JobHook) {

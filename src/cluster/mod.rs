@@ -8,6 +8,7 @@
 //! second bucket, which `/health` and `cluster status` read ([`status`]).
 
 pub mod gateway;
+pub mod realtime;
 pub mod status;
 pub mod worker;
 

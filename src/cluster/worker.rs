@@ -39,6 +39,28 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// leaving the job to JetStream's redelivery).
 const WRITE_TRIES: usize = 5;
 
+/// Header of a synchronous job's message whose caller streams
+/// (`stream=true`): the worker publishes its [`ProgressMessage`]s on
+/// [`progress_subject`] (core NATS, at most once; the final record stays
+/// the answer).
+pub const PROGRESS_HEADER: &str = "Whisper-Progress";
+
+/// The core-NATS subject of job `id`'s progress: `<prefix>.progress.<id>`.
+pub fn progress_subject(prefix: &str, id: &str) -> String {
+    format!("{prefix}.progress.{id}")
+}
+
+/// What a worker tells a streaming gateway as a job runs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProgressMessage {
+    /// Seconds of audio in the upload.
+    Audio { seconds: f64 },
+    /// Text the transcript gains, starting `offset` bytes into its text
+    /// (so a gateway can tell a lost or repeated message).
+    Text { offset: usize, text: String },
+}
+
 struct Worker {
     id: String,
     config: Arc<Config>,
@@ -133,6 +155,10 @@ async fn work(config: Arc<Config>, probe: Arc<Probe>, shutdown: impl std::future
     let worker = Arc::new(Worker { id: id.clone(), config: config.clone(), bus, pool, webhooks: Arc::new(webhooks), done: AtomicU64::new(0) });
     tracing::info!(worker = %id, model = %config.model.size, capacity, device, "worker ready");
 
+    let sessions = crate::realtime::Registry::new(config.realtime.max_sessions);
+    let live = config.realtime.enabled.then(|| {
+        tokio::spawn(super::realtime::serve(worker.bus.client.clone(), config.clone(), worker.pool.clone(), sessions.clone(), id.clone()))
+    });
     let beating = tokio::spawn(worker.clone().heartbeat(device.to_string(), capacity));
     let advisories = tokio::spawn(worker.clone().watch_max_deliveries());
     let slots = Arc::new(Semaphore::new(capacity.max(1)));
@@ -195,9 +221,15 @@ async fn work(config: Arc<Config>, probe: Arc<Probe>, shutdown: impl std::future
         }
     }
     // SIGTERM: no more pulls; finish what we hold, then nak the rest.
-    tracing::info!(in_flight = tasks.len(), "stopping: finishing the jobs in hand");
+    tracing::info!(in_flight = tasks.len(), sessions = sessions.open(), "stopping: finishing the jobs and realtime turns in hand");
     tasks.close();
     let grace = Duration::from_secs(config.server.shutdown_timeout_s);
+    // Realtime sessions finish their open turns and close (their clients
+    // get the last transcripts and a 1001) while the jobs finish.
+    sessions.shutdown(grace).await;
+    if let Some(l) = live {
+        l.abort();
+    }
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!(left = tasks.len(), "shutdown timeout: handing the unfinished jobs back");
         hard_stop.cancel();
@@ -441,7 +473,8 @@ impl Worker {
     async fn run_with_progress(&self, msg: &jetstream::Message, job: &JobMessage, key: &str, hard_stop: &CancellationToken) -> Ran {
         let every = Duration::from_secs(self.config.cluster.ack_wait_s).div_f64(3.0).max(Duration::from_millis(500));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let work = self.run(job);
+        let progress = job.sync && msg.headers.as_ref().is_some_and(|h| h.get(PROGRESS_HEADER).is_some());
+        let work = self.run(job, progress);
         tokio::pin!(work);
         loop {
             tokio::select! {
@@ -468,7 +501,7 @@ impl Worker {
             if serde_json::from_slice::<JobRecord>(&v).is_ok_and(|r| r.status == JobStatus::Cancelled))
     }
 
-    async fn run(&self, job: &JobMessage) -> Result<Outcome, DispatchError> {
+    async fn run(&self, job: &JobMessage, progress: bool) -> Result<Outcome, DispatchError> {
         let mut object = self
             .bus
             .audio
@@ -481,8 +514,35 @@ impl Worker {
             .await
             .map_err(|e| DispatchError::Engine(format!("cannot read the job's audio: {e}")))?;
         let audio = self.pool.decode(bytes.into(), self.config.limits.max_audio_seconds).await?;
-        let rx = self.pool.submit(audio, job.request.decode.clone())?;
+        let progress = progress.then(|| self.publish_progress(&job.id));
+        let rx = self.pool.submit_with_progress(audio, job.request.decode.clone(), progress)?;
         outcome(rx.await)
+    }
+
+    /// A sender whose messages go out on job `id`'s progress subject, in
+    /// order, until the pool drops it.
+    fn publish_progress(&self, id: &str) -> crate::dispatch::ProgressSender {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = self.bus.client.clone();
+        let subject = progress_subject(&self.config.cluster.subject_prefix, id);
+        tokio::spawn(async move {
+            let mut offset = 0;
+            while let Some(p) = rx.recv().await {
+                let msg = match p {
+                    crate::dispatch::Progress::Audio(seconds) => ProgressMessage::Audio { seconds },
+                    crate::dispatch::Progress::Text(text) => {
+                        let at = offset;
+                        offset += text.len();
+                        ProgressMessage::Text { offset: at, text }
+                    }
+                };
+                let Ok(payload) = serde_json::to_vec(&msg) else { continue };
+                if let Err(e) = client.publish(subject.clone(), payload.into()).await {
+                    tracing::debug!(error = %e, "progress not published");
+                }
+            }
+        });
+        tx
     }
 
     async fn dead_letter(&self, model_token: &str, payload: &[u8], reason: &str, id: &str) {

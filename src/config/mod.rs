@@ -19,6 +19,7 @@ mod layers;
 mod limits;
 mod logging;
 mod model;
+mod realtime;
 mod security;
 mod server;
 mod telemetry;
@@ -34,6 +35,7 @@ pub use model::{
     BatchingConfig, DeploymentConfig, DeviceKind, EngineConfig, ModelConfig, COMPUTE_TYPES, DEPLOYMENT_MODES,
     DEVICES, MODEL_SIZES,
 };
+pub use realtime::RealtimeConfig;
 pub use security::{check_entry, ApiKeyEntry, AuthConfig, KeyRole, RateLimitConfig};
 pub use server::ServerConfig;
 pub use telemetry::TelemetryConfig;
@@ -65,6 +67,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// OpenTelemetry traces (metrics need no settings).
     pub telemetry: TelemetryConfig,
+    /// Live transcription sessions (`GET /v1/realtime`).
+    pub realtime: RealtimeConfig,
 }
 
 /// Environment variable naming the config file when no explicit path is given.
@@ -266,6 +270,7 @@ impl Config {
         self.cluster.validate()?;
         self.jobs.validate()?;
         self.telemetry.validate()?;
+        self.realtime.validate()?;
         self.auth.validate()?;
         self.rate_limit.validate()?;
         self.server.validate_connections()?;

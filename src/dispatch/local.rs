@@ -168,17 +168,19 @@ impl LocalDispatcher {
             .map_err(DispatchError::from)
     }
 
-    /// Decodes `bytes` and runs them through the pool. `cancel` ends the
-    /// wait early (the batcher drops work whose receiver is gone).
+    /// Decodes `bytes` and runs them through the pool, telling `progress`
+    /// as windows are decoded. `cancel` ends the wait early (the batcher
+    /// drops work whose receiver is gone).
     async fn run(
         &self,
         bytes: bytes::Bytes,
         options: crate::engine::DecodeOptions,
         cancel: impl std::future::Future<Output = ()>,
+        progress: Option<super::ProgressSender>,
     ) -> Result<Option<Outcome>, DispatchError> {
         let pool = self.ready_pool()?.clone();
         let audio = pool.decode(bytes, self.config.limits.max_audio_seconds).await?;
-        let rx = pool.submit(audio, options)?;
+        let rx = pool.submit_with_progress(audio, options, progress)?;
         tokio::select! {
             reply = rx => Ok(Some(outcome(reply)?)),
             _ = cancel => Ok(None),
@@ -301,7 +303,7 @@ impl LocalDispatcher {
     ) -> Result<Option<Outcome>, DispatchError> {
         tokio::pin!(cancel);
         loop {
-            match self.run(bytes.clone(), options.clone(), &mut cancel).await {
+            match self.run(bytes.clone(), options.clone(), &mut cancel, None).await {
                 Err(DispatchError::QueueFull { .. }) => {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -419,6 +421,44 @@ fn test_fault_abort(rec: &JobRecord) {
     }
 }
 
+/// A realtime session's decode steps, run by this process's engine pool
+/// with the file requests (`serve`, and a cluster worker's sessions).
+pub(crate) struct PoolStepper(pub Arc<Pool>);
+
+#[async_trait]
+impl crate::realtime::Stepper for PoolStepper {
+    async fn decode(&self, audio: Vec<f32>, options: crate::engine::DecodeOptions) -> Result<crate::engine::Transcript, crate::realtime::StepError> {
+        let step_error = |e: DispatchError| {
+            let retry = matches!(e, DispatchError::QueueFull { .. } | DispatchError::Loading);
+            let code = match e {
+                DispatchError::QueueFull { .. } => "queue_full",
+                DispatchError::ShuttingDown => "shutting_down",
+                _ => "engine_error",
+            };
+            crate::realtime::StepError { retry, code, message: e.to_string() }
+        };
+        let rx = self.0.submit(audio, options).map_err(step_error)?;
+        outcome(rx.await).map(|o| o.transcript).map_err(step_error)
+    }
+}
+
+/// Starts a session on `pool` (see [`Dispatcher::open_realtime`]).
+pub(crate) fn spawn_session(
+    pool: Arc<Pool>,
+    config: &Config,
+    open: crate::realtime::Open,
+    sink: crate::realtime::Sink,
+) -> mpsc::Sender<crate::realtime::Inbound> {
+    let (tx, rx) = mpsc::channel(super::REALTIME_INBOUND);
+    let settings = crate::realtime::Settings::from_config(&config.realtime);
+    let span = tracing::info_span!("realtime_session", session = %open.session_id);
+    tokio::spawn(tracing::Instrument::instrument(
+        crate::realtime::session::run(open, settings, Arc::new(PoolStepper(pool)), rx, sink),
+        span,
+    ));
+    tx
+}
+
 /// A pool reply as the dispatcher's outcome.
 pub(crate) fn outcome(reply: Result<Reply, oneshot::error::RecvError>) -> Result<Outcome, DispatchError> {
     match reply {
@@ -476,7 +516,7 @@ impl Dispatcher for LocalDispatcher {
 
     async fn transcribe(&self, work: Work) -> Result<Outcome, DispatchError> {
         let secs = work.timeout.as_secs();
-        match tokio::time::timeout(work.timeout, self.run(work.audio, work.options, std::future::pending())).await {
+        match tokio::time::timeout(work.timeout, self.run(work.audio, work.options, std::future::pending(), work.progress)).await {
             Err(_) => Err(DispatchError::Timeout(secs)),
             Ok(Ok(Some(o))) => Ok(o),
             Ok(Ok(None)) => Err(DispatchError::ShuttingDown),
@@ -619,6 +659,15 @@ impl Dispatcher for LocalDispatcher {
 
     fn pool(&self) -> Option<Arc<Pool>> {
         self.pool.get().cloned()
+    }
+
+    async fn open_realtime(
+        &self,
+        open: crate::realtime::Open,
+        sink: crate::realtime::Sink,
+    ) -> Result<mpsc::Sender<crate::realtime::Inbound>, DispatchError> {
+        let pool = self.ready_pool()?.clone();
+        Ok(spawn_session(pool, &self.config, open, sink))
     }
 
     fn on_job_final(&self, hook: JobHook) {

@@ -126,7 +126,24 @@ pub struct Work {
     pub request_id: String,
     /// How long the caller waits for the answer.
     pub timeout: Duration,
+    /// Where to report progress as windows are decoded (`stream=true`);
+    /// None: nobody listens.
+    pub progress: Option<ProgressSender>,
 }
+
+/// What a transcription in progress reports (see [`Work::progress`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Seconds of audio in the upload, once decoded.
+    Audio(f64),
+    /// Text newly decoded: what the transcript's `text` gains. In order,
+    /// the pieces concatenate to a prefix of the final `text`.
+    Text(String),
+}
+
+/// Where a transcription sends its [`Progress`]: unbounded (at most one
+/// message per 30 s window), so the batcher never waits on a listener.
+pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<Progress>;
 
 /// A finished transcription and where its time went.
 #[derive(Debug, Clone)]
@@ -233,7 +250,20 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn pool(&self) -> Option<std::sync::Arc<pool::Pool>>;
     /// Stops taking work and finishes what is in flight, up to `grace`.
     async fn shutdown(&self, grace: Duration);
+
+    /// Starts a live transcription session: the client's events go into
+    /// the sender returned, the session's events to `sink`. In `serve` the
+    /// session runs here; through a gateway, on one worker it is pinned to.
+    async fn open_realtime(
+        &self,
+        open: crate::realtime::Open,
+        sink: crate::realtime::Sink,
+    ) -> Result<tokio::sync::mpsc::Sender<crate::realtime::Inbound>, DispatchError>;
 }
+
+/// Client events a session may have waiting before its transport stops
+/// reading (back-pressure to the client's TCP connection).
+pub const REALTIME_INBOUND: usize = 64;
 
 #[cfg(test)]
 mod tests {

@@ -106,8 +106,14 @@ fn read_file(path: &Path) -> Result<Vec<ApiKeyEntry>, KeyError> {
     Ok(entries)
 }
 
+/// The WebSocket subprotocol a browser names its key in (browsers cannot
+/// set headers on a WebSocket): `openai-insecure-api-key.<key>`, as
+/// OpenAI's realtime API takes it.
+pub const KEY_SUBPROTOCOL: &str = "openai-insecure-api-key.";
+
 /// The key a request presents: `Authorization: Bearer <key>` (what the
-/// OpenAI SDKs send) or `X-API-Key: <key>`.
+/// OpenAI SDKs send), `X-API-Key: <key>`, or on a WebSocket handshake the
+/// subprotocol `openai-insecure-api-key.<key>`.
 pub fn presented(headers: &axum::http::HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
@@ -115,12 +121,34 @@ pub fn presented(headers: &axum::http::HeaderMap) -> Option<&str> {
             return Some(v[7..].trim());
         }
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty())
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty()) {
+        return Some(k);
+    }
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(KEY_SUBPROTOCOL))
+        .filter(|k| !k.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_browser_names_its_key_in_a_subprotocol() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("sec-websocket-protocol", "realtime, openai-insecure-api-key.sk-123, openai-beta.realtime-v1".parse().unwrap());
+        assert_eq!(presented(&h), Some("sk-123"));
+        h.insert("authorization", "Bearer from-header".parse().unwrap());
+        assert_eq!(presented(&h), Some("from-header"));
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("sec-websocket-protocol", "realtime, openai-insecure-api-key.".parse().unwrap());
+        assert_eq!(presented(&h), None);
+    }
 
     #[test]
     fn every_entry_form_matches_its_key_only() {

@@ -132,6 +132,25 @@ impl Limits {
         }
     }
 
+    /// Whether `who` has used up the day's audio.
+    pub fn spent(&self, who: &str) -> bool {
+        if self.quota_s <= 0.0 {
+            return false;
+        }
+        let today = utc_day();
+        self.usage().keys.get(who).is_some_and(|k| k.day == today && k.used >= self.quota_s)
+    }
+
+    /// Counts `seconds` of a live session's audio against `who`, as it is
+    /// transcribed; false once the day's quota is used up.
+    pub fn charge(&self, who: &str, seconds: f64) -> bool {
+        if self.quota_s <= 0.0 {
+            return true;
+        }
+        add(&mut self.usage(), who, seconds);
+        !self.spent(who)
+    }
+
     /// Takes a request from `who`'s bucket; Err(wait) when it is empty.
     pub fn check_rate(&self, who: &str) -> Result<(), Duration> {
         let Some(rate) = &self.rate else { return Ok(()) };

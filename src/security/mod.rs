@@ -172,6 +172,19 @@ pub async fn guard(State(sec): State<Arc<Security>>, mut req: Request, next: Nex
         discard_body(req).await;
         return with_retry_after(render_for_path(&path, ApiError::RateLimited { retry_after_s: secs }), wait);
     }
+    // A live session is charged turn by turn as it is transcribed; one
+    // with the day's audio used up does not start.
+    if path == crate::state::REALTIME_PATH {
+        if sec.limits.spent(&who) {
+            discard_body(req).await;
+            let wait = Duration::from_secs(3600);
+            return with_retry_after(render_for_path(&path, ApiError::QuotaExceeded { retry_after_s: wait.as_secs() }), wait);
+        }
+        let (limits, who) = (Arc::downgrade(&sec), who.clone());
+        req.extensions_mut().insert(crate::state::AudioMeter(Arc::new(move |seconds| {
+            limits.upgrade().is_none_or(|sec| sec.limits.charge(&who, seconds))
+        })));
+    }
     // The quota covers transcription work only: reading a job's result
     // or listing jobs stays possible once the day's audio is spent.
     let reservation = if crate::telemetry::stats::is_work_route(req.method().as_str(), &path) {

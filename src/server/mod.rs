@@ -104,6 +104,8 @@ pub async fn run(
 /// Finishes in-flight and queued work, up to `server.shutdown_timeout_s`.
 pub async fn drain(state: &AppState) {
     let grace = Duration::from_secs(state.config.server.shutdown_timeout_s);
+    // Realtime sessions first: their last turns need the engine.
+    state.realtime.shutdown(grace).await;
     state.dispatcher.shutdown(grace).await;
     tracing::info!("stopped");
 }

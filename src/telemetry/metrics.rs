@@ -69,9 +69,14 @@ pub const MODEL_LOAD: &str = "whisper_serve_model_load_seconds";
 pub const RESIDENT_MEMORY: &str = "whisper_serve_process_resident_memory_bytes";
 pub const GPU_MEMORY: &str = "whisper_serve_gpu_memory_used_bytes";
 pub const GPU_UTILIZATION: &str = "whisper_serve_gpu_utilization_ratio";
+pub const REALTIME_SESSIONS: &str = "whisper_serve_realtime_sessions";
+pub const REALTIME_TURNS: &str = "whisper_serve_realtime_turns_total";
+pub const REALTIME_AUDIO: &str = "whisper_serve_realtime_audio_seconds_total";
+pub const REALTIME_CUT_OFF: &str = "whisper_serve_realtime_cut_off_total";
+pub const REALTIME_OVERFLOWS: &str = "whisper_serve_realtime_overflows_total";
 
 /// Sums with fractions, kept as gauges, rendered as counters (see above).
-const FLOAT_COUNTERS: [&str; 2] = [AUDIO_SECONDS, REPLICA_BUSY];
+const FLOAT_COUNTERS: [&str; 3] = [AUDIO_SECONDS, REPLICA_BUSY, REALTIME_AUDIO];
 
 /// Latency buckets, seconds: from a fast HTTP answer to a 10-minute file
 /// (`limits.request_timeout_s` is 600 by default).
@@ -152,6 +157,28 @@ fn describe() {
     describe_gauge!(RESIDENT_MEMORY, Unit::Bytes, "Resident memory of this process");
     describe_gauge!(GPU_MEMORY, Unit::Bytes, "GPU memory in use (all processes), by CUDA device index (NVML)");
     describe_gauge!(GPU_UTILIZATION, Unit::Count, "Share of time the GPU was busy (0-1), by CUDA device index (NVML)");
+    describe_gauge!(REALTIME_SESSIONS, "Realtime sessions open in this process");
+    describe_counter!(REALTIME_TURNS, "Realtime turns transcribed");
+    describe_gauge!(REALTIME_AUDIO, Unit::Seconds, "Seconds of audio in transcribed realtime turns");
+    describe_counter!(REALTIME_CUT_OFF, "Realtime clients cut off for not reading their events (realtime.max_pending_events)");
+    describe_counter!(REALTIME_OVERFLOWS, "Realtime sessions closed for an audio backlog over realtime.max_lag_s");
+}
+
+pub fn realtime_sessions(open: usize) {
+    gauge!(REALTIME_SESSIONS).set(open as f64);
+}
+
+pub fn realtime_turn(audio_s: f64) {
+    counter!(REALTIME_TURNS).increment(1);
+    gauge!(REALTIME_AUDIO).increment(audio_s);
+}
+
+pub fn realtime_cut_off() {
+    counter!(REALTIME_CUT_OFF).increment(1);
+}
+
+pub fn realtime_overflow() {
+    counter!(REALTIME_OVERFLOWS).increment(1);
 }
 
 /// Renders every metric, refreshing those read at scrape time first.

@@ -1,4 +1,5 @@
-//! The pages a person sees: `/` (transcribe a file or a recording),
+//! The pages a person sees: `/` (transcribe a file or a recording, or
+//! live from the microphone over `/v1/realtime`),
 //! `/dashboard` (live activity from `/v1/stats`) and their assets, all
 //! compiled into the binary so the service needs nothing beside it and the
 //! pages work offline. The API reference (`/docs`, `/openapi.json`) is in
@@ -20,6 +21,8 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("dashboard.html", "text/html; charset=utf-8", include_bytes!("assets/dashboard.html")),
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("assets/app.js")),
     ("dashboard.js", "text/javascript; charset=utf-8", include_bytes!("assets/dashboard.js")),
+    ("live.js", "text/javascript; charset=utf-8", include_bytes!("assets/live.js")),
+    ("pcm-worklet.js", "text/javascript; charset=utf-8", include_bytes!("assets/pcm-worklet.js")),
     ("common.js", "text/javascript; charset=utf-8", include_bytes!("assets/common.js")),
     ("style.css", "text/css; charset=utf-8", include_bytes!("assets/style.css")),
     ("favicon.svg", "image/svg+xml", include_bytes!("assets/favicon.svg")),
@@ -27,7 +30,9 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 
 /// The pages may talk to this origin only, run only their own scripts,
 /// and play back the user's audio from blob: URLs; a page that tried to
-/// reach another host would be stopped by the browser.
+/// reach another host would be stopped by the browser. `connect-src 'self'`
+/// covers the live mode's WebSocket to this host (ws: or wss:, CSP Level 3),
+/// and `script-src 'self'` its AudioWorklet module.
 const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
     style-src 'self'; script-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
@@ -85,7 +90,7 @@ pub async fn dashboard() -> Response {
 
 /// The pages' scripts, stylesheet and icon.
 #[utoipa::path(get, path = "/assets/{file}", tag = "pages",
-    params(("file" = String, Path, description = "`app.js`, `dashboard.js`, `common.js`, `style.css`, `favicon.svg`")),
+    params(("file" = String, Path, description = "`app.js`, `live.js`, `pcm-worklet.js`, `dashboard.js`, `common.js`, `style.css`, `favicon.svg`")),
     responses(
         (status = 200, description = "The file"),
         (status = 404, description = "No such asset", body = crate::api::docs::OriginalErrorBody),

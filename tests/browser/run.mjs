@@ -3,7 +3,9 @@
 //
 // Env: AUDIO_FILE (a 16-bit PCM WAV to upload or to feed the fake mic),
 // API_KEY (optional), CHROMIUM (default /usr/bin/chromium).
-// Scenarios: upload, record, dashboard, docs, auth.
+// Scenarios: upload, record, live, live_auth (live with API_KEY), dashboard, docs, auth.
+// The live scenarios feed the fake mic's file once, then silence (LOOP_AUDIO=1:
+// looped, as the record scenario has it, so that Stop ends an open turn).
 //
 // Writes <outDir>/<scenario>.json (what it saw; `error` says why it failed)
 // and screenshots <outDir>/<scenario>-<page>-<phone|desktop>.png, prints a
@@ -15,7 +17,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [scenario, baseArg, outDir] = process.argv.slice(2);
-const SCENARIOS = ['upload', 'record', 'dashboard', 'docs', 'auth'];
+const SCENARIOS = ['upload', 'record', 'live', 'live_auth', 'dashboard', 'docs', 'auth'];
 if (!SCENARIOS.includes(scenario) || !baseArg || !outDir) {
   console.error(`usage: node run.mjs <${SCENARIOS.join('|')}> <baseUrl> <outDir>`);
   process.exit(2);
@@ -25,6 +27,7 @@ const baseUrl = base.origin;
 const AUDIO_FILE = process.env.AUDIO_FILE || '';
 const API_KEY = process.env.API_KEY || '';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const LOOP_AUDIO = process.env.LOOP_AUDIO === '1';
 const STEP_MS = 90_000; // one transcription on 2 CPU cores takes up to ~20 s
 const WHOLE_MS = 300_000;
 const VIEWPORTS = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 800 } };
@@ -41,13 +44,14 @@ function needAudio() {
   if (!AUDIO_FILE) throw new Error('AUDIO_FILE is not set');
 }
 
-async function launch({ mic = false } = {}) {
+async function launch({ mic = false, loop = true } = {}) {
   const args = [
     '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--disable-default-apps',
     '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
   ];
-  if (mic) args.push(`--use-file-for-fake-audio-capture=${path.resolve(AUDIO_FILE)}`);
+  // Chromium loops the file as the microphone; `%noloop` plays it once.
+  if (mic) args.push(`--use-file-for-fake-audio-capture=${path.resolve(AUDIO_FILE)}${loop ? '' : '%noloop'}`);
   const browser = await chromium.launch({ executablePath: CHROMIUM, args });
   const context = await browser.newContext({ viewport: VIEWPORTS.desktop, acceptDownloads: true });
   if (mic) await context.grantPermissions(['microphone'], { origin: baseUrl });
@@ -263,6 +267,212 @@ async function record() {
   }
 }
 
+/** Lower case, letters, digits and single spaces. */
+const norm = (t) => (t || '').toLowerCase().replace(/[^\p{L}\p{N}]+/gu, ' ').trim();
+
+/** Records the live transcript as it changes: each turn's state, committed text and partial indicator. */
+async function watchLivePage(page) {
+  await page.evaluate(() => {
+    const seen = { snapshots: [], statuses: [], partialSeen: false, partialTexts: [], started: performance.now() };
+    window.__live = seen;
+    let last = '';
+    const check = () => {
+      const st = document.getElementById('live-status');
+      const status = st.dataset.status;
+      if (status && seen.statuses[seen.statuses.length - 1] !== status) seen.statuses.push(status);
+      const turns = [...document.querySelectorAll('#live-transcript .turn')].map((p) => {
+        const partial = p.querySelector('.partial');
+        const shown = partial && !partial.hidden && partial.textContent.trim() ? partial.textContent.trim() : '';
+        return {
+          id: p.dataset.itemId,
+          state: p.dataset.state,
+          committed: (p.querySelector('.committed')?.textContent || ''),
+          partial: shown,
+          partialStyle: shown ? getComputedStyle(partial).fontStyle : '',
+        };
+      });
+      for (const t of turns) {
+        if (t.partial) {
+          seen.partialSeen = true;
+          if (!seen.partialTexts.includes(t.partial)) seen.partialTexts.push(t.partial);
+          seen.partialStyle = t.partialStyle;
+        }
+      }
+      const key = JSON.stringify(turns);
+      if (key !== last) {
+        last = key;
+        seen.snapshots.push({ t: Math.round(performance.now() - seen.started), turns });
+      }
+    };
+    new MutationObserver(check).observe(document.getElementById('live-panel'), {
+      subtree: true, childList: true, attributes: true, characterData: true,
+    });
+    check();
+  });
+}
+
+async function live() {
+  needAudio();
+  // Once through: a slow server then has one turn to catch up on, not a
+  // backlog that grows until realtime.max_lag_s closes the session.
+  const { browser, page } = await launch({ mic: true, loop: LOOP_AUDIO });
+  obs.loopAudio = LOOP_AUDIO;
+  try {
+    // Every WebSocket frame, both ways (event types; appends' sizes and times).
+    const ws = { url: null, sent: [], received: [], appendBytes: {}, appendTimes: [], closed: false };
+    obs.ws = ws;
+    const t0 = Date.now();
+    page.on('websocket', (socket) => {
+      ws.url = socket.url();
+      const parse = (payload) => {
+        try {
+          return JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'));
+        } catch {
+          return { type: '(not json)' };
+        }
+      };
+      socket.on('framesent', ({ payload }) => {
+        const ev = parse(payload);
+        if (ev.type === 'input_audio_buffer.append') {
+          const n = Buffer.from(ev.audio || '', 'base64').length;
+          ws.appendBytes[n] = (ws.appendBytes[n] || 0) + 1;
+          ws.appendTimes.push(Date.now() - t0);
+          if (ws.sent[ws.sent.length - 1] !== ev.type) ws.sent.push(ev.type);
+        } else {
+          ws.sent.push(ev.type);
+          if (ev.type === 'session.update') ws.sessionUpdate = ev;
+        }
+      });
+      socket.on('framereceived', ({ payload }) => {
+        const ev = parse(payload);
+        ws.received.push({ t: Date.now() - t0, type: ev.type, item: ev.item_id, delta: ev.delta, transcript: ev.transcript, error: ev.error });
+      });
+      socket.on('close', () => { ws.closed = true; ws.closedAt = Date.now() - t0; });
+    });
+
+    await page.goto(`${baseUrl}/`);
+    await page.click('#tab-live');
+    obs.panels = await page.evaluate(() => ({
+      live: !document.getElementById('live-panel').hidden,
+      file: !document.getElementById('file-panel').hidden,
+      hash: location.hash,
+      selected: document.getElementById('tab-live').getAttribute('aria-selected'),
+    }));
+    if (!obs.panels.live || obs.panels.file) fail('the Live tab did not show the live panel');
+    await watchLivePage(page);
+    await page.click('#live-toggle');
+    // With keys on, the page asks for one first (GET /v1/models answers 401).
+    await page.waitForFunction(() => document.getElementById('live-label').textContent === 'Stop'
+      || document.getElementById('key-dialog').open || !document.getElementById('live-error').hidden);
+    obs.askedForKey = await page.locator('#key-dialog').evaluate((d) => d.open);
+    if (obs.askedForKey) {
+      if (!API_KEY) throw new Error('the page asks for an API key and API_KEY is not set');
+      await page.fill('#api-key', API_KEY);
+      await page.click('#api-key-save');
+    }
+    await page.waitForFunction(() => document.getElementById('live-label').textContent === 'Stop'
+      || !document.getElementById('live-error').hidden, null, { timeout: 30_000 });
+    const liveError = () => page.locator('#live-error').evaluate((e) => (e.hidden ? '' : e.textContent));
+    let error = await liveError();
+    if (error) throw new Error(`the page showed an error: ${error}`);
+    obs.startedAt = Date.now() - t0;
+    // A turn while it is open: the partial indicator.
+    await page.waitForSelector('#live-transcript .turn .partial:not([hidden])', { timeout: 60_000 });
+    await shoot(page, 'live-partial');
+
+    // Until the final turns hold the whole sentence: "fellow american" and
+    // then "your country" twice (as JFK says it), or an error.
+    await page.waitForFunction(() => {
+      const e = document.getElementById('live-error');
+      if (!e.hidden) return true;
+      const finals = [...document.querySelectorAll('#live-transcript .turn.final .committed')].map((c) => c.textContent).join(' ');
+      const t = finals.toLowerCase();
+      const i = t.indexOf('fellow american');
+      return i >= 0 && t.slice(i).split('your country').length >= 3;
+    }, null, { timeout: 120_000, polling: 200 });
+    error = await liveError();
+    if (error) throw new Error(`the page showed an error: ${error}`);
+    obs.finals = await page.locator('#live-transcript .turn.final .committed').allTextContents();
+    obs.finalTurns = await page.locator('#live-transcript .turn.final').evaluateAll((ps) => ps.map((p) => ({
+      id: p.dataset.itemId, state: p.dataset.state, text: p.textContent,
+    })));
+    obs.statusWhileLive = await text(page, '#live-status');
+    obs.timeWhileLive = await text(page, '#live-time');
+    await shoot(page, 'live');
+
+    await page.click('#live-toggle');
+    await page.waitForFunction(() => document.getElementById('live-label').textContent === 'Start'
+      && ['stopped', 'failed'].includes(document.getElementById('live-status').dataset.status), null, { timeout: 30_000 });
+    await sleep(300);
+    obs.statusAfterStop = await page.locator('#live-status').evaluate((e) => ({ status: e.dataset.status, text: e.textContent }));
+    obs.errorAfterStop = await liveError();
+    obs.wsClosedAfterStop = ws.closed;
+    const seen = await page.evaluate(() => window.__live);
+    obs.statuses = seen.statuses;
+    obs.partialSeen = seen.partialSeen;
+    obs.partialTexts = seen.partialTexts;
+    obs.partialStyle = seen.partialStyle;
+    obs.snapshots = seen.snapshots;
+    obs.snapshotCount = seen.snapshots.length;
+    obs.micStopped = await page.evaluate(() => document.getElementById('live-level').value === 0);
+    obs.downloadEnabled = await page.locator('#live-download').isEnabled();
+    await shoot(page, 'live-stopped');
+
+    // The first final turn's committed text, as it grew before it was final.
+    const first = obs.finalTurns[0] && obs.finalTurns[0].id;
+    const growth = [];
+    for (const snap of seen.snapshots) {
+      const t = snap.turns.find((x) => x.id === first);
+      if (t && t.state !== 'final' && t.committed && growth[growth.length - 1] !== t.committed) growth.push(t.committed);
+    }
+    obs.firstTurnGrowth = growth;
+    obs.firstTurnDeltas = ws.received.filter((r) => r.item === first
+      && r.type === 'conversation.item.input_audio_transcription.delta').map((r) => r.delta);
+    const firstStopped = ws.received.find((r) => r.item === first && r.type === 'input_audio_buffer.speech_stopped');
+    obs.firstTurnDeltasBeforeStop = ws.received.filter((r) => r.item === first && firstStopped && r.t < firstStopped.t
+      && r.type === 'conversation.item.input_audio_transcription.delta').length;
+    obs.textGrew = growth.length >= 2 && growth.every((g, i) => i === 0 || g.startsWith(growth[i - 1]));
+
+    const types = ws.received.map((r) => r.type);
+    obs.receivedTypes = [...new Set(types)];
+    obs.deltas = ws.received.filter((r) => r.type === 'conversation.item.input_audio_transcription.delta').length;
+    obs.completed = ws.received.filter((r) => r.type === 'conversation.item.input_audio_transcription.completed')
+      .map((r) => ({ item: r.item, transcript: r.transcript }));
+    const sizes = Object.keys(ws.appendBytes).map(Number);
+    obs.appends = Object.values(ws.appendBytes).reduce((a, b) => a + b, 0);
+    // Audio seconds sent per second of wall time: 1 at 24 kHz pcm16.
+    const times = ws.appendTimes;
+    if (times.length > 10) {
+      const audioS = sizes.reduce((a, n) => a + n * ws.appendBytes[n], 0) / 48000;
+      obs.audioSecondsSent = audioS;
+      obs.wallSeconds = (times[times.length - 1] - obs.startedAt) / 1000;
+    }
+
+    if (ws.sent[0] !== 'session.update') fail(`the first event sent was ${ws.sent[0]}, not session.update`);
+    if (!ws.url || !/^ws:\/\/[^/]+\/v1\/realtime\?intent=transcription$/.test(ws.url)) fail(`unexpected WebSocket URL ${ws.url}`);
+    if (!obs.appends) fail('no audio was sent');
+    if (!obs.partialSeen) fail('no partial indicator was shown');
+    if (!obs.finals.length) fail('no final turn');
+    if (obs.errorAfterStop) fail(`an error was shown after Stop: ${obs.errorAfterStop}`);
+    if (obs.statusAfterStop.status !== 'stopped') fail(`status after Stop: ${JSON.stringify(obs.statusAfterStop)}`);
+    if (!obs.wsClosedAfterStop) fail('the WebSocket was not closed by Stop');
+    if (!norm(obs.finals.join(' ')).includes('fellow american')) fail('the final text does not hold the sentence');
+    // Stop commits a turn that is still open and waits for its transcript.
+    const commitAt = ws.sent.indexOf('input_audio_buffer.commit');
+    obs.committedOnStop = commitAt >= 0;
+    if (obs.committedOnStop) {
+      const last = ws.received.filter((r) => r.type === 'input_audio_buffer.committed').pop();
+      obs.stopTurnCompleted = Boolean(last && ws.received.some((r) => r.item === last.item
+        && /\.(completed|failed)$/.test(r.type || '')));
+      // A slow server may not finish it within the page's wait (then it shows as cut short).
+      if (!obs.stopTurnCompleted) obs.notes = 'the turn committed by Stop got no transcript before the socket closed';
+    }
+    if (scenario === 'live_auth' && !obs.askedForKey) fail('the page did not ask for the API key');
+  } finally {
+    await browser.close();
+  }
+}
+
 async function readChart(page, id) {
   return page.locator(`#${id}`).evaluate((c) => ({
     points: Number(c.dataset.points), sum: Number(c.dataset.sum), label: c.getAttribute('aria-label'),
@@ -408,6 +618,8 @@ function summary() {
   const facts = {
     upload: () => `segments=${obs.segments} played=${obs.played} progress=${obs.progressSeen} statuses=${(obs.statusesSeen || []).join('>')}`,
     record: () => `file=${obs.uploaded?.filename}(${obs.uploaded?.contentType}) bytes=${obs.recordingBytes}`,
+    live: () => `appends=${obs.appends} deltas=${obs.deltas} partial=${obs.partialSeen} grew=${obs.textGrew} finals=${JSON.stringify(obs.finals)}`,
+    live_auth: () => `asked=${obs.askedForKey} appends=${obs.appends} deltas=${obs.deltas} finals=${JSON.stringify(obs.finals)}`,
     dashboard: () => `requests ${obs.before?.requests}->${obs.after?.requests} rps.sum ${obs.before?.rps.sum}->${obs.after?.rps.sum} replicas=${obs.replicaRows} recent=${obs.recentRows}`,
     docs: () => `operations=${obs.operations?.length} expanded=${obs.expanded}`,
     auth: () => `asked=${obs.askedForKey} session=${obs.storage?.sessionKeyMatches} dashboardAskedAgain=${obs.dashboardAskedAgain}`,
@@ -430,7 +642,7 @@ async function main() {
     });
   }, WHOLE_MS);
   try {
-    await { upload, record, dashboard, docs, auth }[scenario]();
+    await { upload, record, live, live_auth: live, dashboard, docs, auth }[scenario]();
   } catch (err) {
     fail(String(err && err.message || err).split('\n')[0]);
     obs.stack = String(err && err.stack || err);

@@ -1,11 +1,13 @@
 // The transcribe page: choose a file or record one, send it as a job
 // (POST /v1/jobs, polled until done; the synchronous endpoint when the server
 // has no job API), then show the transcript, its segments and downloads.
+// The Live tab (live.js) streams the microphone and shows text as it comes.
 
 import {
   ApiError, EXPORTS, apiFetch, authHeaders, bytes, clearError, clock, errorFromBody, getKey,
   handleUnauthorized, markCurrentNav, setupKeyButton, showError,
 } from '/assets/common.js';
+import { setupLive } from '/assets/live.js';
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -424,6 +426,35 @@ for (const [ext, [type, make]] of Object.entries(EXPORTS)) {
     setTimeout(() => URL.revokeObjectURL(url), 30000);
   });
 }
+
+// ---- modes: file or recording / live ----
+
+const TABS = [$('tab-file'), $('tab-live')];
+
+function selectMode(tab, focus = false) {
+  for (const t of TABS) {
+    const on = t === tab;
+    t.setAttribute('aria-selected', String(on));
+    t.tabIndex = on ? 0 : -1;
+    $(t.getAttribute('aria-controls')).hidden = !on;
+  }
+  if (focus) tab.focus();
+  const hash = tab.id === 'tab-live' ? '#live' : '';
+  if (location.hash !== hash) history.replaceState(null, '', `${location.pathname}${location.search}${hash}`);
+}
+
+for (const [i, tab] of TABS.entries()) {
+  tab.addEventListener('click', () => selectMode(tab));
+  tab.addEventListener('keydown', (event) => {
+    const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: TABS.length - 1 }[event.key];
+    if (next === undefined) return;
+    event.preventDefault();
+    selectMode(TABS[(next + TABS.length) % TABS.length], true);
+  });
+}
+if (location.hash === '#live') selectMode($('tab-live'));
+
+setupLive({ languages: el.language });
 
 markCurrentNav();
 setupKeyButton();
