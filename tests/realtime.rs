@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,66 +36,12 @@ fn jfk_reference() -> String {
         .unwrap_or_else(|| JFK_TEXT.to_string())
 }
 
-struct ScriptRun {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl ScriptRun {
-    /// The script's one JSON line.
-    fn report(&self) -> Value {
-        self.stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null)
-    }
-}
-
 /// Runs realtime_check.py SCENARIO against `server` with jfk.wav, killed
 /// after `SCRIPT_LIMIT`.
 fn realtime_check(server: &Server, scenario: &str, extra: &[&str]) -> ScriptRun {
-    let start = Instant::now();
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/support/realtime_check.py"))
-        .arg(scenario)
-        .arg(format!("{}/v1", server.url))
-        .arg(jfk_wav())
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python with the openai SDK and websockets (tests/support/requirements.txt)");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for python") {
-            break Some(s);
-        }
-        if start.elapsed() > SCRIPT_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            timed_out = true;
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = out_t.join().unwrap_or_default();
-    let mut stderr = err_t.join().unwrap_or_default();
-    if timed_out {
-        stderr.push_str(&format!("\n(realtime_check.py {scenario} killed after {SCRIPT_LIMIT:?})"));
-    }
-    let run = ScriptRun { ok: status.is_some_and(|s| s.success()), stdout, stderr, elapsed: start.elapsed() };
+    let mut cmd = Command::new(python());
+    cmd.arg(repo().join("tests/support/realtime_check.py")).arg(scenario).arg(format!("{}/v1", server.url)).arg(jfk_wav()).args(extra);
+    let run = run_limited(cmd, SCRIPT_LIMIT);
     eprintln!("realtime_check.py {scenario}: {} in {:.1}s\n{}", if run.ok { "ok" } else { "FAILED" }, run.elapsed.as_secs_f64(), run.stdout.trim());
     run
 }

@@ -6,70 +6,20 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::{cluster_config, gateway, wait_for, wait_ready, worker, Nats};
+use common::realtime::jfk_pcm24;
 use common::*;
 use serde_json::{json, Value};
 
 const SCRIPT_LIMIT: Duration = Duration::from_secs(180);
 
-/// jfk.flac as raw pcm16 LE mono at 24 kHz (the realtime API's `audio/pcm`).
-fn jfk_pcm24(dir: &Path) -> PathBuf {
-    let out = dir.join("jfk24k.raw");
-    let flac = speech().join("jfk_openai_whisper/jfk.flac");
-    tool("sox", &[flac.to_str().unwrap(), "-r", "24000", "-b", "16", "-c", "1", "-e", "signed-integer", "-t", "raw", out.to_str().unwrap()]);
-    out
-}
-
-/// Runs realtime_abuse.py SCENARIO against `url` (killed after
-/// SCRIPT_LIMIT); its JSON report.
+/// realtime_abuse.py SCENARIO against `url`, killed after SCRIPT_LIMIT.
 fn abuse(scenario: &str, url: &str, args: &[&str]) -> Value {
-    let start = Instant::now();
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/support/realtime_abuse.py"))
-        .arg(scenario)
-        .args(["--url", url])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python with websockets (tests/support/requirements.txt; WHISPER_SERVE_PYTHON)");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut killed = false;
-    while child.try_wait().expect("wait for python").is_none() {
-        if start.elapsed() > SCRIPT_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            killed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (stdout, stderr) = (out_t.join().unwrap_or_default(), err_t.join().unwrap_or_default());
-    eprintln!("realtime_abuse.py {scenario} ({:.1}s): {}", start.elapsed().as_secs_f64(), stdout.trim());
-    let report = stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok());
-    match report {
-        Some(r) if !killed && r.get("script_error").is_none() => r,
-        _ => panic!(
-            "realtime_abuse.py {scenario} gave no usable report{}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-            if killed { format!(" (killed after {SCRIPT_LIMIT:?})") } else { String::new() }
-        ),
-    }
+    common::realtime::abuse(scenario, url, args, SCRIPT_LIMIT)
 }
 
 fn alive(pid: u32) -> bool {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod realtime;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -312,4 +313,63 @@ pub fn ncc(a: &[f32], b: &[f32], lag: isize) -> f64 {
         bb += y * y;
     }
     ab / (aa * bb).sqrt().max(1e-12)
+}
+
+/// What a helper script did, run with a time limit ([`run_limited`]).
+pub struct ScriptRun {
+    /// It exited 0 (in time).
+    pub ok: bool,
+    /// It was killed at the limit.
+    pub killed: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl ScriptRun {
+    /// The last line of stdout that is JSON (the scripts' report), or null.
+    pub fn report(&self) -> Value {
+        self.stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null)
+    }
+}
+
+/// Runs `cmd` with its output captured, killed after `limit`: a script
+/// that hangs fails its test with what it printed instead of hanging it.
+pub fn run_limited(mut cmd: Command, limit: Duration) -> ScriptRun {
+    use std::io::Read;
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the test's helper (python from .venv: tests/support/requirements.txt; WHISPER_SERVE_PYTHON)");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let mut killed = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the helper") {
+            break Some(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            killed = true;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let mut stderr = err.join().unwrap_or_default();
+    if killed {
+        stderr.push_str(&format!("\n(killed after {limit:?})"));
+    }
+    ScriptRun { ok: status.is_some_and(|s| s.success()), killed, stdout, stderr, elapsed: start.elapsed() }
 }
