@@ -17,6 +17,7 @@ use futures::{SinkExt, StreamExt};
 use crate::error::{ApiError, OpenAiError};
 use crate::realtime::protocol::{self, EventError};
 use crate::realtime::{close, Inbound, Open, Outbound, Place, Sink};
+use crate::security::keys::subprotocols;
 use crate::state::{AppState, AudioMeter};
 
 /// The subprotocol a browser offers beside its key; chosen when offered.
@@ -51,18 +52,14 @@ pub(super) async fn realtime(
         .into());
     }
     let ws = ws.map_err(|e| ApiError::InvalidParam { param: "upgrade", message: format!("a WebSocket handshake is expected here: {e}") })?;
-    let offered = headers.get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok()).any(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL));
+    let offered = subprotocols(&headers).any(|p| p == SUBPROTOCOL);
     let ws = if offered { ws.protocols([SUBPROTOCOL]) } else { ws };
     // Big enough to read an over-size event and answer it with an error
     // event (the session goes on); bigger closes with 1009.
     let frame_limit = cfg.max_event_bytes() * 2 + 64 * 1024;
     // The beta SDKs say so in a header; beta browser clients in a subprotocol.
     let beta = headers.get("openai-beta").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("realtime=v1"))
-        || headers
-            .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|p| p.trim() == "openai-beta.realtime-v1"));
+        || subprotocols(&headers).any(|p| p == "openai-beta.realtime-v1");
     let open = Open {
         session_id: protocol::new_id("sess"),
         beta,

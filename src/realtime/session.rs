@@ -220,9 +220,7 @@ impl Session {
             Inbound::Finish => {
                 self.finishing = true;
                 self.end_open_turn(self.position, true);
-                if let Some(t) = self.take_manual() {
-                    self.closing.push_back(t);
-                }
+                self.commit_manual();
                 None
             }
             Inbound::Binary => {
@@ -262,9 +260,7 @@ impl Session {
                 if config.turn_detection != self.config.turn_detection || self.detector.is_none() {
                     // A change of mode ends what the old one had open.
                     self.end_open_turn(self.position, false);
-                    if let Some(t) = self.take_manual() {
-                        self.closing.push_back(t);
-                    }
+                    self.commit_manual();
                     self.detector = config.turn_detection.map(Detector::new);
                     self.manual_start = self.position;
                 }
@@ -386,17 +382,17 @@ impl Session {
         self.previous_item = Some(item_id.to_string());
     }
 
-    /// Manual mode's buffer as a turn to transcribe, if it holds any audio.
-    fn take_manual(&mut self) -> Option<Turn> {
+    /// Commits manual mode's buffer as a turn to transcribe, if it holds any audio.
+    fn commit_manual(&mut self) {
         if self.manual.is_empty() {
-            return None;
+            return;
         }
         let audio = std::mem::take(&mut self.manual);
         let start = self.manual_start;
         self.manual_start = self.position;
         let item_id = protocol::new_id("item");
         self.committed(&item_id);
-        Some(Turn::new(item_id, audio, start))
+        self.closing.push_back(Turn::new(item_id, audio, start));
     }
 
     fn commit(&mut self, event_id: Option<String>) {
@@ -420,9 +416,7 @@ impl Session {
             self.error(e);
             return;
         }
-        if let Some(t) = self.take_manual() {
-            self.closing.push_back(t);
-        }
+        self.commit_manual();
     }
 
     /// Seconds of audio received and not yet decoded.

@@ -124,14 +124,18 @@ pub fn presented(headers: &axum::http::HeaderMap) -> Option<&str> {
     if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty()) {
         return Some(k);
     }
+    subprotocols(headers).find_map(|p| p.strip_prefix(KEY_SUBPROTOCOL)).filter(|k| !k.is_empty())
+}
+
+/// The subprotocols a WebSocket handshake offers (`Sec-WebSocket-Protocol`,
+/// comma-separated, possibly over several headers).
+pub fn subprotocols(headers: &axum::http::HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find_map(|p| p.strip_prefix(KEY_SUBPROTOCOL))
-        .filter(|k| !k.is_empty())
 }
 
 #[cfg(test)]
