@@ -53,6 +53,11 @@ pub struct DecodeOptions {
     pub suppress_blank: bool,
     /// -1 means the model's default set of non-speech tokens.
     pub suppress_tokens: Vec<i32>,
+    /// Mel frames the encoder sees per window, when fewer than Whisper's
+    /// 3000 (30 s): cheaper, a little less accurate. Set by the server for
+    /// realtime steps only; not a request or config setting.
+    #[serde(skip)]
+    pub window_frames: Option<usize>,
 }
 
 impl Default for DecodeOptions {
@@ -76,6 +81,7 @@ impl Default for DecodeOptions {
             max_initial_timestamp: 1.0,
             suppress_blank: true,
             suppress_tokens: vec![-1],
+            window_frames: None,
         }
     }
 }
@@ -114,6 +120,8 @@ pub(crate) struct GenKey {
     max_initial_timestamp_index: usize,
     suppress_blank: bool,
     suppress_tokens: Vec<i32>,
+    /// A batch's windows share one shape.
+    frames: usize,
 }
 
 fn whisper_options(opts: &DecodeOptions, temperature: f32) -> WhisperOptions {
@@ -161,6 +169,8 @@ pub struct Decoding {
     /// word timings from the batch's encoder output, so that a segment
     /// that runs from one clip into the next can be cut between words.
     packed: bool,
+    /// Mel frames per window (DecodeOptions::window_frames).
+    frames: usize,
 }
 
 impl Decoding {
@@ -222,7 +232,10 @@ impl Decoding {
             Some(p) if !p.is_empty() => engine.encode_text(&format!(" {p}"))?,
             _ => Vec::new(),
         };
+        // At least 2 s: shorter windows cost little less and lose much.
+        let frames = opts.window_frames.map_or(N_FRAMES, |f| f.clamp(200, N_FRAMES));
         let mut d = Decoding {
+            frames,
             opts,
             audio,
             time_map,
@@ -268,7 +281,7 @@ impl Decoding {
 
     /// Windows left, at most (for scheduling and logs).
     pub fn windows_left(&self) -> usize {
-        self.content_frames.saturating_sub(self.seek).div_ceil(N_FRAMES)
+        self.content_frames.saturating_sub(self.seek).div_ceil(self.frames)
     }
 
     /// The segments decoded so far, in order; a segment's text does not
@@ -288,15 +301,16 @@ impl Decoding {
             max_initial_timestamp_index: (o.max_initial_timestamp as f64 / TIME_PRECISION).round() as usize,
             suppress_blank: o.suppress_blank,
             suppress_tokens: o.suppress_tokens.clone(),
+            frames: self.frames,
         }
     }
 
     fn segment_size(&self) -> usize {
-        N_FRAMES.min(self.content_frames - self.seek)
+        self.frames.min(self.content_frames - self.seek)
     }
 
     fn window_into(&self, out: &mut Vec<f32>) {
-        self.mel.window_into(self.seek, self.segment_size(), out);
+        self.mel.window_into(self.seek, self.segment_size(), self.frames, out);
     }
 
     /// The previous text the next window is conditioned on.
@@ -382,11 +396,14 @@ impl Decoding {
         }
         self.seek += split.seek_advance;
         if self.opts.word_timestamps && self.segments.len() > first_new {
-            // Alignment needs this window's encoder output alone.
-            let mut window = Vec::new();
-            self.mel.window_into(seek, segment_size, &mut window);
-            let features = storage(&mut window, self.mel.n_mels, 1)?;
-            let encoded = engine.whisper.encode(&features, false).map_err(inference)?;
+            // Alignment needs this window's encoder output alone: the
+            // step's own where it can be had (on CPU each window of a batch
+            // is encoded alone, so it is the same output; faster-whisper
+            // aligns with the step's output too), else encoded again.
+            let encoded = match encoded.and_then(|(batch, index)| engine.encoded_item(batch, index).ok()) {
+                Some(one) => one,
+                None => self.encode_window(engine, seek, segment_size)?,
+            };
             let align_prefix = &self.sot_sequence[..self.sot_sequence.len() - usize::from(self.opts.without_timestamps)];
             let cjk = self.language.as_ref().is_some_and(|(l, _)| matches!(l.as_str(), "zh" | "ja" | "th" | "lo" | "my" | "yue"));
             self.last_speech_timestamp = words::add_word_timestamps(
@@ -422,6 +439,14 @@ impl Decoding {
             self.prompt_reset_since = self.all_tokens.len();
         }
         Ok(())
+    }
+
+    /// The encoder output of the window at `seek`, alone.
+    fn encode_window(&self, engine: &Engine, seek: usize, frames: usize) -> Result<StorageView<'static>, EngineError> {
+        let mut window = Vec::new();
+        self.mel.window_into(seek, frames, self.frames, &mut window);
+        let features = storage(&mut window, self.mel.n_mels, 1)?;
+        engine.whisper.encode(&features, false).map_err(inference)
     }
 
     /// Word timings for a packed window's new segments, from the step's
@@ -500,7 +525,7 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
     // (language detection, the decoder, fallbacks), inside the batcher's
     // `decode_step` span.
     let encode_span = tracing::info_span!("encode", batch = n).entered();
-    let mut features = Vec::with_capacity(n * n_mels * N_FRAMES);
+    let mut features = Vec::with_capacity(n * n_mels * batch[0].frames);
     let mut one = Vec::new();
     for d in batch.iter() {
         d.window_into(&mut one);
@@ -542,12 +567,12 @@ fn step_batch(engine: &Engine, batch: &mut [&mut Decoding]) -> Result<Vec<Result
     let mut outcomes = Vec::with_capacity(n);
     for (d, r) in batch.iter_mut().zip(results) {
         let first = window_result(engine, &d.opts, first_temperature, &r);
+        let index = outcomes.len();
         let outcome = if first.needs_fallback(&d.opts) {
-            fallback(engine, d, &prompts_for(engine, d, shared_previous), first)
+            fallback(engine, d, &prompts_for(engine, d, shared_previous), first, engine.encoded_item(&encoded, index).ok())
         } else {
             Ok(first)
         };
-        let index = outcomes.len();
         outcomes.push(outcome.and_then(|result| d.accept(engine, result, Some((&encoded, index)))));
     }
     Ok(outcomes)
@@ -572,12 +597,13 @@ fn window_result(engine: &Engine, opts: &DecodeOptions, temperature: f32, r: &cr
 }
 
 /// Retries one window at the next temperatures (alone: sampling settings
-/// differ from the batch's), after `first` failed the quality checks.
-fn fallback(engine: &Engine, d: &Decoding, prompt: &[String], first: WindowResult) -> Result<WindowResult, EngineError> {
-    let mut window = Vec::new();
-    d.window_into(&mut window);
-    let features = storage(&mut window, d.mel.n_mels, 1)?;
-    let encoded = engine.whisper.encode(&features, false).map_err(inference)?;
+/// differ from the batch's), after `first` failed the quality checks;
+/// `encoded` is the window's encoder output where the step's can be reused.
+fn fallback(engine: &Engine, d: &Decoding, prompt: &[String], first: WindowResult, encoded: Option<StorageView<'static>>) -> Result<WindowResult, EngineError> {
+    let encoded = match encoded {
+        Some(e) => e,
+        None => d.encode_window(engine, d.seek, d.segment_size())?,
+    };
     let mut tried = vec![first];
     for &temperature in d.opts.temperatures.iter().skip(1) {
         let r = engine
@@ -609,8 +635,10 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// `data` as a `[batch, n_mels, frames]` CPU tensor, frames from its length.
 fn storage(data: &mut [f32], n_mels: usize, batch: usize) -> Result<StorageView<'_>, EngineError> {
-    StorageView::new(&[batch, n_mels, N_FRAMES], data, Device::CPU).map_err(inference)
+    let frames = data.len() / (n_mels * batch).max(1);
+    StorageView::new(&[batch, n_mels, frames], data, Device::CPU).map_err(inference)
 }
 
 /// gzip-style compression ratio of the text, openai-whisper's repetition test.

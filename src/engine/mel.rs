@@ -28,17 +28,18 @@ pub struct Mel {
 }
 
 impl Mel {
-    /// Copies `len` frames from `start` into `out` (`[n_mels][N_FRAMES]`),
-    /// zero-padded to a full window as openai-whisper's `pad_or_trim` does.
-    pub fn window_into(&self, start: usize, len: usize, out: &mut Vec<f32>) {
+    /// Copies `len` frames from `start` into `out` (`[n_mels][frames]`),
+    /// zero-padded to a full window of `frames` (Whisper's is N_FRAMES) as
+    /// openai-whisper's `pad_or_trim` does.
+    pub fn window_into(&self, start: usize, len: usize, frames: usize, out: &mut Vec<f32>) {
         out.clear();
-        out.reserve(self.n_mels * N_FRAMES);
+        out.reserve(self.n_mels * frames);
         let from = start.min(self.n_frames);
-        let to = (start + len.min(N_FRAMES)).min(self.n_frames);
+        let to = (start + len.min(frames)).min(self.n_frames);
         for m in 0..self.n_mels {
             let row = &self.data[m * self.n_frames..(m + 1) * self.n_frames];
             out.extend_from_slice(&row[from..to]);
-            out.extend(std::iter::repeat_n(0.0, N_FRAMES - (to - from)));
+            out.extend(std::iter::repeat_n(0.0, frames - (to - from)));
         }
     }
 }
@@ -231,7 +232,7 @@ mod tests {
         let ex = MelExtractor::new(80);
         let mel = ex.compute(&vec![0.1; 1000], 0);
         let mut w = Vec::new();
-        mel.window_into(0, 6, &mut w);
+        mel.window_into(0, 6, N_FRAMES, &mut w);
         assert_eq!(w[6], 0.0);
         assert_eq!(w.len(), 80 * N_FRAMES);
     }
