@@ -221,7 +221,7 @@ class Stream:
 
     def item(self, item_id):
         if item_id not in self.items:
-            self.items[item_id] = {"start_ms": None, "end_ms": None, "committed": False, "deltas": [], "transcript": None, "failed": None}
+            self.items[item_id] = {"start_ms": None, "end_ms": None, "stopped_at": None, "committed": False, "deltas": [], "transcript": None, "failed": None}
             self.order.append(item_id)
         return self.items[item_id]
 
@@ -243,7 +243,8 @@ class Stream:
         elif kind == "input_audio_buffer.speech_started":
             self.item(ev["item_id"])["start_ms"] = ev.get("audio_start_ms")
         elif kind == "input_audio_buffer.speech_stopped":
-            self.item(ev["item_id"])["end_ms"] = ev.get("audio_end_ms")
+            it = self.item(ev["item_id"])
+            it["end_ms"], it["stopped_at"] = ev.get("audio_end_ms"), t
         elif kind == "input_audio_buffer.committed":
             self.item(ev["item_id"])["committed"] = True
         elif kind == "conversation.item.input_audio_transcription.delta":
@@ -368,10 +369,10 @@ class Stream:
             dist = lambda k: max(per_clip[k]["offset"] - mid, mid - per_clip[k]["offset"] - per_clip[k]["clip"].dur, 0.0)
             k = min(per_clip, key=dist)
             per_clip[k]["items"].append(item_id)
-        lat, lat_sent, rows = [], [], []
+        lat, lat_sent, lat_end, rows = [], [], [], []
         for k, pc in per_clip.items():
             clip, off = pc["clip"], pc["offset"]
-            texts, words = [], []  # words: (norm, arrival)
+            texts, words = [], []  # words: (norm, arrival, after the turn ended)
             for item_id in pc["items"]:
                 it = self.items[item_id]
                 texts.append(it["transcript"] if it["transcript"] is not None else "".join(d for _, d in it["deltas"]))
@@ -382,10 +383,11 @@ class Stream:
                 for m in re.finditer(r"\S+", text):
                     w = norm_word(m.group())
                     if w:
-                        words.append((w, owner[m.end() - 1]))
+                        t = owner[m.end() - 1]
+                        words.append((w, t, it["stopped_at"] is not None and t >= it["stopped_at"]))
             ref_words = [(norm_word(w), min(e, clip.dur)) for w, _, e in clip.words]
             ref_words = [(w, e) for w, e in ref_words if w]
-            sm = difflib.SequenceMatcher(None, [w for w, _ in words], [w for w, _ in ref_words], autojunk=False)
+            sm = difflib.SequenceMatcher(None, [w[0] for w in words], [w for w, _ in ref_words], autojunk=False)
             matched = 0
             if self.sent_at:
                 for blk in sm.get_matching_blocks():
@@ -393,6 +395,8 @@ class Stream:
                         arrival = words[blk.a + j][1]
                         spoken, sent = self.wall(off + ref_words[blk.b + j][1])
                         lat.append(arrival - spoken)
+                        if words[blk.a + j][2]:
+                            lat_end.append(arrival - spoken)
                         lat_sent.append(arrival - sent)
                         matched += 1
             rows.append({"clip": clip.name, "offset_s": round(off, 3), "turns": len(pc["items"]), "hyp": " ".join(t.strip() for t in texts),
@@ -403,7 +407,7 @@ class Stream:
                 continue
             a, b = it["start_ms"] / 1000, it["end_ms"] / 1000
             crossing += sum(1 for c, off in self.layout if a < off + c.dur and b > off) > 1
-        return rows, lat, lat_sent, crossing
+        return rows, lat, lat_sent, lat_end, crossing
 
 
 def norm_word(w):
@@ -495,12 +499,13 @@ def wer(pairs):
 
 
 def summarise(args, name, streams, file_clients, fstats, window):
-    lat, lat_sent, per_stream, stream_pairs, file_pairs = [], [], [], [], []
+    lat, lat_sent, lat_end, per_stream, stream_pairs, file_pairs = [], [], [], [], [], []
     words = Counter()
     for s in streams:
-        rows, l, ls, crossing = s.analyse() if s.sent_at else ([], [], [], 0)
+        rows, l, ls, le, crossing = s.analyse() if s.sent_at else ([], [], [], [], 0)
         lat += l
         lat_sent += ls
+        lat_end += le
         for r, (c, _) in zip(rows, s.layout):
             stream_pairs.append((c.ref, r["hyp"]))
             file_pairs.append((c.ref, c.text))
@@ -528,6 +533,9 @@ def summarise(args, name, streams, file_clients, fstats, window):
         "latency_s": {"p50": rnd(pct(lat, 0.5)), "p90": rnd(pct(lat, 0.9)), "mean": rnd(sum(lat) / len(lat)) if lat else None,
                       "max": rnd(max(lat, default=None)), "words": len(lat)},
         "latency_after_send_s": {"p50": rnd(pct(lat_sent, 0.5)), "p90": rnd(pct(lat_sent, 0.9))},
+        # Words sent after speech_stopped (the turn's last decode) against
+        # words committed by agreement while the turn was open.
+        "latency_turn_end_s": {"p50": rnd(pct(lat_end, 0.5)), "p90": rnd(pct(lat_end, 0.9)), "words": len(lat_end)},
         "words": dict(words),
         "wer_stream": rnd(ws, 4), "wer_file": rnd(wf, 4), "wer_diff_points": rnd((ws - wf) * 100, 2) if ws is not None and wf is not None else None,
         "streams_with_errors": sum(bool(s.errors) for s in streams), "errors": dict(errs),
@@ -544,7 +552,9 @@ def summarise(args, name, streams, file_clients, fstats, window):
     r["ok"] = p50 is not None and p50 <= args.max_latency and not r["streams_with_errors"]
     if r["max_send_lag_s"] is not None and r["max_send_lag_s"] > 0.25:
         log(f"run {name}: the client fell behind real time by up to {r['max_send_lag_s']:.2f} s (an overloaded machine?)")
-    log(f"run {name}: p50 {fmt(p50)} s, p90 {fmt(r['latency_s']['p90'])} s, WER {fmt(pc(ws))} % vs file {fmt(pc(wf))} %, "
+    le = r["latency_turn_end_s"]
+    log(f"run {name}: p50 {fmt(p50)} s, p90 {fmt(r['latency_s']['p90'])} s "
+        f"(turn-end words {le['words']}/{len(lat)}: p50 {fmt(le['p50'])} s), WER {fmt(pc(ws))} % vs file {fmt(pc(wf))} %, "
         f"streams with errors {r['streams_with_errors']}" + (f": {dict(errs)}" if errs else ""))
     return r
 

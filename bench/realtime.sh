@@ -16,7 +16,8 @@
 # Environment: STREAMS (1,2,4,8,12,16), PLAYLIST_S (60), FULL (1: step 1 on),
 # FILE_LOAD (2 clients; 0: no step 3), FILE_LOAD_AT (8), MODEL (tiny.en),
 # REPLICAS (2), CPU_PER_REPLICA (1), NUM_CPUS (2), STEP_MS (the server's
-# realtime.step_ms; default: the server's), EXTRA (more bench/realtime.py
+# realtime.step_ms; default: the server's), STEP_WINDOW_S (realtime.step_window_s;
+# default: the server's), EXTRA (more bench/realtime.py
 # arguments, e.g. "--speech-dir DIR"). A short check:
 #   STREAMS=1,2 PLAYLIST_S=20 FULL=0 FILE_LOAD=1 FILE_LOAD_AT=2 bench/realtime.sh /tmp/rt
 set -euo pipefail
@@ -38,7 +39,10 @@ stop() { # TERM, then KILL after 5 s
 }
 trap stop EXIT; trap 'exit 130' INT TERM
 
-step=""; [ -z "${STEP_MS:-}" ] || step=", \"realtime\": {\"step_ms\": $STEP_MS}"
+rt=()
+[ -z "${STEP_MS:-}" ] || rt+=("\"step_ms\": $STEP_MS")
+[ -z "${STEP_WINDOW_S:-}" ] || rt+=("\"step_window_s\": $STEP_WINDOW_S")
+step=""; [ ${#rt[@]} = 0 ] || step=", \"realtime\": {$(IFS=,; echo "${rt[*]}")}"
 cat >"$OUT/server.json" <<JSON
 {"server": {"host": "127.0.0.1", "port": 0, "num_cpus": $NUM_CPUS},
  "model": {"size": "$MODEL", "device": "cpu", "model_dir": "models"},
@@ -49,7 +53,7 @@ JSON
   echo "date: $(date -u +%FT%TZ)  host: $(hostname)  cores: $(nproc)"
   uname -srm; "$BIN" --version; git rev-parse HEAD 2>/dev/null || true
   echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "bench: STREAMS=$STREAMS PLAYLIST_S=$PLAYLIST_S FULL=$FULL FILE_LOAD=$FILE_LOAD FILE_LOAD_AT=$FILE_LOAD_AT EXTRA=${EXTRA:-}"
+  echo "bench: STREAMS=$STREAMS PLAYLIST_S=$PLAYLIST_S FULL=$FULL FILE_LOAD=$FILE_LOAD FILE_LOAD_AT=$FILE_LOAD_AT STEP_MS=${STEP_MS:-} STEP_WINDOW_S=${STEP_WINDOW_S:-} EXTRA=${EXTRA:-}"
 } >"$OUT/env.txt"
 
 "$BIN" serve --config "$OUT/server.json" >"$OUT/logs/server.out" 2>"$OUT/logs/server.err" & pid=$!

@@ -204,7 +204,8 @@ fn ga_client_streams_deltas_then_the_transcript_and_counts_the_turn() {
 
 #[test]
 fn beta_client_streams_deltas_then_the_transcript() {
-    let server = Server::start(test_config(json!({})));
+    // And the steps on a 15 s encoder window (jfk.wav fits in it).
+    let server = Server::start(test_config(json!({"realtime": {"step_window_s": 15}})));
     streams(&server, "beta", 1);
 }
 

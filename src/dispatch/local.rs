@@ -440,6 +440,10 @@ impl crate::realtime::Stepper for PoolStepper {
         let rx = self.0.submit(audio, options).map_err(step_error)?;
         outcome(rx.await).map(|o| o.transcript).map_err(step_error)
     }
+
+    fn has_room(&self) -> bool {
+        self.0.queued() == 0 && self.0.busy_by_replica().contains(&0)
+    }
 }
 
 /// Starts a session on `pool` (see [`Dispatcher::open_realtime`]).

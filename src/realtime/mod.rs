@@ -116,19 +116,32 @@ pub struct StepError {
 #[async_trait]
 pub trait Stepper: Send + Sync + 'static {
     async fn decode(&self, audio: Vec<f32>, options: DecodeOptions) -> Result<Transcript, StepError>;
+
+    /// Whether a step started now would find an idle replica and no one
+    /// waiting: then a session steps before `step_ms` is up, on capacity
+    /// nothing else wants.
+    fn has_room(&self) -> bool {
+        false
+    }
 }
 
 /// The bounds and pace of sessions (`realtime` config section).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub step: Duration,
+    pub step_window_s: f64,
     pub max_lag_s: f64,
     pub idle_timeout: Duration,
 }
 
 impl Settings {
     pub fn from_config(c: &crate::config::RealtimeConfig) -> Self {
-        Settings { step: Duration::from_millis(c.step_ms), max_lag_s: c.max_lag_s, idle_timeout: Duration::from_secs(c.idle_timeout_s) }
+        Settings {
+            step: Duration::from_millis(c.step_ms),
+            step_window_s: c.step_window_s,
+            max_lag_s: c.max_lag_s,
+            idle_timeout: Duration::from_secs(c.idle_timeout_s),
+        }
     }
 }
 

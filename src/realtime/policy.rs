@@ -62,10 +62,18 @@ impl Agreement {
         new
     }
 
-    /// A new hypothesis of the open turn; returns the words it commits.
-    pub fn insert(&mut self, hyp: Vec<HypWord>) -> Vec<HypWord> {
+    /// A new hypothesis of the open turn; returns the words it commits:
+    /// those the previous hypothesis agrees on that end by `settled_by`
+    /// (s). Two hypotheses of nearly the same audio agree on a misheard
+    /// word at its end as readily as on a right one; a word is taken once
+    /// the hypothesis has heard a while past it.
+    pub fn insert(&mut self, hyp: Vec<HypWord>, settled_by: f64) -> Vec<HypWord> {
         let new = self.fresh(hyp);
-        let n = new.iter().zip(&self.pending).take_while(|(a, b)| norm(&a.text) == norm(&b.text)).count();
+        let n = new
+            .iter()
+            .zip(&self.pending)
+            .take_while(|(a, b)| norm(&a.text) == norm(&b.text) && a.end <= settled_by)
+            .count();
         let mut new = new;
         self.pending = new.split_off(n);
         self.committed.extend(new.iter().cloned());
@@ -77,6 +85,15 @@ impl Agreement {
     pub fn force(&mut self, hyp: Vec<HypWord>, until: f64) -> Vec<HypWord> {
         let new: Vec<HypWord> = self.fresh(hyp).into_iter().take_while(|w| w.end <= until).collect();
         self.pending.clear();
+        self.committed.extend(new.iter().cloned());
+        new
+    }
+
+    /// The turn ended and the last hypothesis saw all of its speech: what
+    /// it has past the committed words is committed (whisper_streaming's
+    /// `finish`).
+    pub fn commit_pending(&mut self) -> Vec<HypWord> {
+        let new = std::mem::take(&mut self.pending);
         self.committed.extend(new.iter().cloned());
         new
     }
@@ -136,14 +153,14 @@ mod tests {
     #[test]
     fn commits_what_two_hypotheses_agree_on() {
         let mut a = Agreement::default();
-        assert!(a.insert(hyp(&[("And", 0.0), ("so", 0.4)])).is_empty());
-        let c = a.insert(hyp(&[("and", 0.0), ("So,", 0.4), ("my", 0.8)]));
+        assert!(a.insert(hyp(&[("And", 0.0), ("so", 0.4)]), f64::INFINITY).is_empty());
+        let c = a.insert(hyp(&[("and", 0.0), ("So,", 0.4), ("my", 0.8)]), f64::INFINITY);
         assert_eq!(c.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), vec![" and", " So,"]);
         // The next hypothesis restates the committed words: they are not sent again.
-        let c = a.insert(hyp(&[("and", 0.0), ("so", 0.4), ("my", 0.8), ("fellow", 1.2)]));
+        let c = a.insert(hyp(&[("and", 0.0), ("so", 0.4), ("my", 0.8), ("fellow", 1.2)]), f64::INFINITY);
         assert_eq!(c.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), vec![" my"]);
         // A changed word stops agreement there.
-        let c = a.insert(hyp(&[("my", 0.8), ("yellow", 1.2), ("Americans", 1.6)]));
+        let c = a.insert(hyp(&[("my", 0.8), ("yellow", 1.2), ("Americans", 1.6)]), f64::INFINITY);
         assert!(c.is_empty());
         let c = a.flush(hyp(&[("my", 0.8), ("fellow", 1.2), ("Americans", 1.6)]));
         assert_eq!(c.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), vec![" fellow", " Americans"]);
@@ -153,8 +170,8 @@ mod tests {
     #[test]
     fn a_repeat_at_the_seam_after_trimming_is_dropped() {
         let mut a = Agreement::default();
-        a.insert(hyp(&[("ask", 5.0), ("not", 5.4)]));
-        a.insert(hyp(&[("ask", 5.0), ("not", 5.4)]));
+        a.insert(hyp(&[("ask", 5.0), ("not", 5.4)]), f64::INFINITY);
+        a.insert(hyp(&[("ask", 5.0), ("not", 5.4)]), f64::INFINITY);
         // After a cut, the decoder restarts just before "not" and repeats it.
         let c = a.flush(hyp(&[("not", 5.6), ("what", 6.0)]));
         assert_eq!(c.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), vec![" what"]);
@@ -166,10 +183,32 @@ mod tests {
         let mut a = Agreement::default();
         // "not" was the last word the decoder saw: its end runs to the end
         // of that audio, over the start of "what".
-        a.insert(vec![w("ask", 4.3, 4.6), w("not", 4.6, 5.6)]);
-        a.insert(vec![w("ask", 4.3, 4.6), w("not", 4.6, 5.6)]);
+        a.insert(vec![w("ask", 4.3, 4.6), w("not", 4.6, 5.6)], f64::INFINITY);
+        a.insert(vec![w("ask", 4.3, 4.6), w("not", 4.6, 5.6)], f64::INFINITY);
         let c = a.flush(vec![w("ask", 4.3, 4.6), w("not", 4.62, 5.0), w("what", 5.3, 5.5), w("your", 5.5, 5.8)]);
         assert_eq!(c.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), vec![" what", " your"]);
+    }
+
+    #[test]
+    fn a_word_is_committed_once_the_hypothesis_heard_past_it() {
+        let mut a = Agreement::default();
+        a.insert(hyp(&[("ask", 0.0), ("not", 0.4), ("what", 0.8)]), f64::INFINITY);
+        // Both agree on all three; "what" ends at 1.1 s, after 1.0 s.
+        let c = a.insert(hyp(&[("ask", 0.0), ("not", 0.4), ("what", 0.8)]), 1.0);
+        assert_eq!(c.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), vec![" ask", " not"]);
+        let c = a.insert(hyp(&[("ask", 0.0), ("not", 0.4), ("what", 0.8), ("your", 1.2)]), 2.0);
+        assert_eq!(c.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), vec![" what"]);
+    }
+
+    #[test]
+    fn the_last_hypothesis_past_the_agreed_words_is_committed_at_the_end() {
+        let mut a = Agreement::default();
+        a.insert(hyp(&[("ask", 0.0), ("not", 0.4)]), f64::INFINITY);
+        a.insert(hyp(&[("ask", 0.0), ("not", 0.4), ("what", 0.8), ("your", 1.2)]), f64::INFINITY);
+        let c = a.commit_pending();
+        assert_eq!(c.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), vec![" what", " your"]);
+        assert_eq!(a.committed().len(), 4);
+        assert!(a.commit_pending().is_empty());
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! One realtime transcription session: client events in, server events out.
-//! The open turn is decoded again every `step` while speech goes on; words
-//! two consecutive hypotheses agree on are sent as deltas (never taken
-//! back); at the turn's end the rest is decoded once more and flushed, then
-//! `completed` carries the whole turn. One decode at a time per session:
-//! an engine that falls behind makes steps rarer, not queues longer.
+//! The open turn is decoded again every `step` while speech goes on (back
+//! to back while the engine has room); words two consecutive hypotheses
+//! agree on, once heard a `step` past, are sent as deltas (never taken
+//! back); at the turn's end the last hypothesis's other words are flushed
+//! (or the turn is decoded once more, if no hypothesis heard all of it),
+//! then `completed` carries the whole turn. One decode at a time per
+//! session: an engine that falls behind makes steps rarer, not queues
+//! longer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -29,8 +32,13 @@ const TRIM_AFTER_S: f64 = 15.0;
 const FORCE_AFTER_S: f64 = 27.0;
 /// ...all but the words in the last seconds of it.
 const FORCE_KEEP_S: f64 = 5.0;
+/// Audio after the end of speech a hypothesis must have seen to stand for
+/// the whole turn (a word cut at the end of the audio is often not written).
+const HEARD_AFTER_S: f64 = 0.25;
 /// Turns shorter than this are not decoded before they end.
 const MIN_INTERIM_S: f64 = 0.5;
+/// New audio a step waits for (a step on less sees hardly anything new).
+const MIN_FRESH_S: f64 = 0.2;
 /// Characters of committed text given as the prompt.
 const PROMPT_CHARS: usize = 200;
 /// Audio kept before the current position while no one speaks: the
@@ -56,13 +64,19 @@ struct Turn {
     text: String,
     /// The end (absolute sample) of the audio the last decode saw.
     decoded_to: u64,
+    /// ...and of the audio the last hypothesis taken into the agreement saw.
+    heard_to: u64,
+    /// Where its speech ended, once the turn has ended (its audio may end
+    /// later, with the silence that ended it).
+    speech_end: Option<u64>,
     /// When a last decode of an ended turn began failing.
     failing_since: Option<Instant>,
 }
 
 impl Turn {
     fn new(item_id: String, audio: Vec<f32>, start: u64) -> Self {
-        Turn { item_id, decoded_to: start, audio, start, first: start, agreement: Agreement::default(), text: String::new(), failing_since: None }
+        Turn { item_id, decoded_to: start, heard_to: start, speech_end: None, audio, start, first: start, agreement: Agreement::default(),
+               text: String::new(), failing_since: None }
     }
 
     fn end(&self) -> u64 {
@@ -71,6 +85,15 @@ impl Turn {
 
     fn seconds(&self) -> f64 {
         self.audio.len() as f64 / RATE as f64
+    }
+
+    /// An ended turn whose last hypothesis saw all of its speech, and a
+    /// little after it, needs no decode of its own: the hypothesis's words
+    /// past the agreed ones are its last (whisper_streaming's `finish`).
+    fn heard_to_the_end(&self) -> bool {
+        let Some(speech_end) = self.speech_end else { return false };
+        let need = (speech_end + (HEARD_AFTER_S * RATE as f64) as u64).min(self.end());
+        self.heard_to > self.start && self.heard_to >= need
     }
 
     /// Cuts the audio before `at_s` (seconds of session audio).
@@ -93,6 +116,8 @@ struct Step {
     /// Absolute sample of the decoded audio's first sample, and its end.
     offset: u64,
     end: u64,
+    /// How long the decode took, queueing included.
+    took: Duration,
     result: Result<Transcript, StepError>,
 }
 
@@ -219,7 +244,7 @@ impl Session {
         match m {
             Inbound::Finish => {
                 self.finishing = true;
-                self.end_open_turn(self.position, true);
+                self.end_open_turn(self.position, self.position, true);
                 self.commit_manual();
                 None
             }
@@ -259,7 +284,7 @@ impl Session {
                 }
                 if config.turn_detection != self.config.turn_detection || self.detector.is_none() {
                     // A change of mode ends what the old one had open.
-                    self.end_open_turn(self.position, false);
+                    self.end_open_turn(self.position, self.position, false);
                     self.commit_manual();
                     self.detector = config.turn_detection.map(Detector::new);
                     self.manual_start = self.position;
@@ -346,16 +371,18 @@ impl Session {
                     self.open = Some(Turn::new(item_id, audio, at));
                     self.idle_fired = false;
                 }
-                TurnEvent::Stopped { at } => self.end_open_turn(at, true),
+                TurnEvent::Stopped { at, speech_end } => self.end_open_turn(at, speech_end, true),
                 TurnEvent::Started { .. } => {}
             }
         }
     }
 
-    /// Ends the open turn at sample `at` (VAD), or at the manual commit.
-    fn end_open_turn(&mut self, at: u64, stopped_event: bool) {
+    /// Ends the open turn at sample `at` (VAD), or at the manual commit;
+    /// its speech ended at `speech_end`.
+    fn end_open_turn(&mut self, at: u64, speech_end: u64, stopped_event: bool) {
         let Some(mut t) = self.open.take() else { return };
         let at = at.clamp(t.start, t.end());
+        t.speech_end = Some(speech_end.clamp(t.start, at));
         // Audio after the end goes back to the pre-roll.
         let rest = t.audio.split_off((at - t.start) as usize);
         self.pre_roll = rest;
@@ -398,7 +425,7 @@ impl Session {
     fn commit(&mut self, event_id: Option<String>) {
         if self.detector.is_some() {
             match &self.open {
-                Some(_) => self.end_open_turn(self.position, false),
+                Some(_) => self.end_open_turn(self.position, self.position, false),
                 None => {
                     let mut e = EventError::invalid("input_audio_buffer_commit_empty", None,
                         "Error committing input audio buffer: no speech since the last turn (server VAD commits turns itself).");
@@ -461,6 +488,12 @@ impl Session {
         if self.in_flight.is_some() {
             return;
         }
+        while self.closing.front().is_some_and(Turn::heard_to_the_end) {
+            if let Some(mut t) = self.closing.pop_front() {
+                let new = t.agreement.commit_pending();
+                self.complete(t, new);
+            }
+        }
         if let Some(t) = self.closing.front() {
             if t.failing_since.is_some() && self.last_step.elapsed() < Duration::from_millis(200) {
                 return;
@@ -473,7 +506,13 @@ impl Session {
         }
         let Some(t) = &self.open else { return };
         let fresh = t.end().saturating_sub(t.decoded_to) as f64 / RATE as f64;
-        if t.seconds() < MIN_INTERIM_S || fresh < 0.2 || self.last_step.elapsed() < self.settings.step {
+        if t.seconds() < MIN_INTERIM_S || fresh < MIN_FRESH_S {
+            return;
+        }
+        // Due every `step`; sooner while the engine has a replica nothing
+        // else wants (latency is about one and a half step periods plus a
+        // decode: a step's words count once the next step agrees).
+        if self.last_step.elapsed() < self.settings.step && !self.stepper.has_room() {
             return;
         }
         let (item, audio, start, prompt) = (t.item_id.clone(), t.audio.clone(), t.start, self.prompt_for(t));
@@ -515,20 +554,29 @@ impl Session {
             // step's cost (the turn's text is decoded again every step).
             // The turn's last decode keeps the configured beam.
             opts.beam_size = 1;
+            // A shorter encoder window, if configured and the turn fits
+            // with a second to spare (a word cut at the window's end is
+            // misheard).
+            let w = self.settings.step_window_s;
+            if w < 30.0 && audio.len() as f64 / RATE as f64 <= w - 1.0 {
+                opts.window_frames = Some((w * 100.0).round() as usize); // 100 mel frames a second
+            }
         }
         let span = tracing::info_span!("realtime_step", session = %self.id, item = %item_id, kind = ?kind, audio_s = audio.len() as f64 / RATE as f64);
         self.in_flight = Some(tokio::spawn(tracing::Instrument::instrument(async move {
+            let began = Instant::now();
             // No words in silence: a turn the VAD finds no speech in is not decoded.
             let result = if kind == Kind::Final && crate::vad::speech_chunks(&audio, &crate::vad::VadOptions::default()).is_empty() {
                 Ok(Transcript { text: String::new(), segments: Vec::new(), language: String::new(), language_probability: 0.0, duration: audio.len() as f64 / RATE as f64 })
             } else {
                 stepper.decode(audio, opts).await
             };
-            Step { item_id, kind, offset, end, result }
+            Step { item_id, kind, offset, end, took: began.elapsed(), result }
         }, span)));
     }
 
     fn on_step(&mut self, step: Step) {
+        tracing::debug!(kind = ?step.kind, audio_s = (step.end - step.offset) as f64 / RATE as f64, took_ms = step.took.as_millis() as u64, "realtime step done");
         let offset_s = step.offset as f64 / RATE as f64;
         let words = |t: &Transcript| -> Vec<HypWord> {
             t.segments
@@ -539,8 +587,13 @@ impl Session {
         };
         match step.kind {
             Kind::Interim => {
-                let Some(t) = self.open.as_mut().filter(|t| t.item_id == step.item_id) else { return };
-                t.decoded_to = step.end;
+                let limit = self.decoding.compression_ratio_threshold;
+                // The turn may have ended while its step ran: the step still
+                // counts, and may spare the ended turn a decode of its own.
+                let open = self.open.as_ref().is_some_and(|t| t.item_id == step.item_id);
+                let t = if open { self.open.as_mut() } else { self.closing.iter_mut().find(|t| t.item_id == step.item_id) };
+                let Some(t) = t else { return };
+                t.decoded_to = t.decoded_to.max(step.end);
                 let transcript = match step.result {
                     Ok(tr) => tr,
                     Err(e) => return tracing::debug!(code = e.code, error = %e.message, "realtime step skipped"),
@@ -548,21 +601,22 @@ impl Session {
                 // Without fallback a repetition loop can come out of a
                 // step, and two steps can agree on it: such a hypothesis is
                 // not used.
-                if let Some(limit) = self.decoding.compression_ratio_threshold {
-                    if transcript.segments.iter().any(|s| s.compression_ratio > limit) {
-                        return tracing::debug!("realtime step skipped: its text repeats itself");
-                    }
+                if limit.is_some_and(|limit| transcript.segments.iter().any(|s| s.compression_ratio > limit)) {
+                    return tracing::debug!("realtime step skipped: its text repeats itself");
                 }
-                let hyp = words(&transcript);
-                let mut new = t.agreement.insert(hyp.clone());
+                let end_s = t.end() as f64 / RATE as f64;
+                let hyp: Vec<HypWord> = words(&transcript).into_iter().filter(|w| open || w.start < end_s).collect();
+                let mut new = t.agreement.insert(hyp.clone(), step.end as f64 / RATE as f64 - self.settings.step.as_secs_f64());
+                t.heard_to = step.end.min(t.end());
                 let audio_s = t.seconds();
-                if audio_s > FORCE_AFTER_S {
-                    let until = t.end() as f64 / RATE as f64 - FORCE_KEEP_S;
+                // An ended turn is not cut: it is decoded whole if at all.
+                if open && audio_s > FORCE_AFTER_S {
+                    let until = end_s - FORCE_KEEP_S;
                     new.extend(t.agreement.force(hyp, until));
                     if let Some(e) = t.agreement.committed_end() {
                         t.cut(e);
                     }
-                } else if audio_s > TRIM_AFTER_S {
+                } else if open && audio_s > TRIM_AFTER_S {
                     let ends: Vec<f64> = transcript.segments.iter().map(|s| s.end + offset_s).collect();
                     if let Some(at) = policy::trim_point(&ends, t.agreement.committed_end()) {
                         t.cut(at);
@@ -578,14 +632,7 @@ impl Session {
                     Ok(tr) => {
                         let Some(mut t) = self.closing.remove(pos) else { return };
                         let new = t.agreement.flush(words(&tr));
-                        let delta = join_delta(&mut t.text, &new);
-                        self.delta(&t.item_id, delta);
-                        let seconds = (t.end() - t.first) as f64 / RATE as f64;
-                        crate::telemetry::metrics::realtime_turn(seconds);
-                        self.sink.event(protocol::event("conversation.item.input_audio_transcription.completed", json!({
-                            "item_id": t.item_id, "content_index": 0, "transcript": t.text,
-                            "usage": {"type": "duration", "seconds": (seconds * 1000.0).round() / 1000.0},
-                        })));
+                        self.complete(t, new);
                     }
                     Err(e) => {
                         let t = &mut self.closing[pos];
@@ -603,6 +650,18 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// An ended turn's last words, then its `completed`.
+    fn complete(&self, mut t: Turn, last: Vec<HypWord>) {
+        let delta = join_delta(&mut t.text, &last);
+        self.delta(&t.item_id, delta);
+        let seconds = (t.end() - t.first) as f64 / RATE as f64;
+        crate::telemetry::metrics::realtime_turn(seconds);
+        self.sink.event(protocol::event("conversation.item.input_audio_transcription.completed", json!({
+            "item_id": t.item_id, "content_index": 0, "transcript": t.text,
+            "usage": {"type": "duration", "seconds": (seconds * 1000.0).round() / 1000.0},
+        })));
     }
 
     fn delta(&self, item_id: &str, delta: String) {
@@ -629,6 +688,24 @@ fn join_delta(text: &mut String, words: &[HypWord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ended_turn_needs_no_decode_once_a_hypothesis_heard_past_its_speech() {
+        let s = |x: f64| (x * RATE as f64) as u64;
+        let mut t = Turn::new("item".into(), vec![0.0; s(3.0) as usize], 0);
+        t.heard_to = s(3.0);
+        assert!(!t.heard_to_the_end(), "an open turn");
+        t.speech_end = Some(s(2.0));
+        t.heard_to = s(2.1);
+        assert!(!t.heard_to_the_end(), "heard too little past the speech");
+        t.heard_to = s(2.3);
+        assert!(t.heard_to_the_end());
+        // A manual commit: the speech may run to the end of the audio.
+        t.speech_end = Some(s(3.0));
+        assert!(!t.heard_to_the_end());
+        t.heard_to = s(3.0);
+        assert!(t.heard_to_the_end());
+    }
 
     #[test]
     fn deltas_join_to_the_transcript() {

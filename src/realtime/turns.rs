@@ -20,8 +20,9 @@ const BATCH_FRAMES: usize = 4;
 pub enum TurnEvent {
     /// Speech began at this sample (padding included).
     Started { at: u64 },
-    /// Speech ended; the turn's audio ends at this sample.
-    Stopped { at: u64 },
+    /// Speech ended at `speech_end`; the turn's audio, the silence that
+    /// ended it included, ends at `at`.
+    Stopped { at: u64, speech_end: u64 },
 }
 
 pub struct Detector {
@@ -78,7 +79,8 @@ impl Detector {
                 self.quiet_frames += 1;
                 if self.quiet_frames >= silence_frames {
                     self.speaking = false;
-                    events.push(TurnEvent::Stopped { at: (f + 1) * FRAME as u64 });
+                    let at = (f + 1) * FRAME as u64;
+                    events.push(TurnEvent::Stopped { at, speech_end: at - self.quiet_frames * FRAME as u64 });
                 }
             } else {
                 self.quiet_frames = 0;
@@ -123,10 +125,12 @@ mod tests {
         }
         assert_eq!(events.len(), 2, "{events:?}");
         let TurnEvent::Started { at: start } = events[0] else { panic!("{events:?}") };
-        let TurnEvent::Stopped { at: stop } = events[1] else { panic!("{events:?}") };
+        let TurnEvent::Stopped { at: stop, speech_end } = events[1] else { panic!("{events:?}") };
         // Padding (300 ms) before an onset near 1 s; the stop 0.5 s of quiet after the end at 3 s.
         assert!((11_000..=13_500).contains(&start), "{start}");
         assert!((3.4 * 16_000.0) as u64 <= stop && stop <= (3.9 * 16_000.0) as u64, "{stop}");
+        assert_eq!(stop - speech_end, 17 * 480, "the 500 ms of quiet, in 30 ms frames");
+        assert!((2.8 * 16_000.0) as u64 <= speech_end && speech_end <= (3.4 * 16_000.0) as u64, "{speech_end}");
         assert!(!d.speaking());
     }
 
