@@ -54,6 +54,19 @@ fn assert_streamed(r: &Value) -> (Vec<(f64, String)>, String) {
     (d, text)
 }
 
+/// A stream as `assert_streamed` checks it, whose text came window by
+/// window: more than one delta, the first before `within` of the time to
+/// `done`. Returns the text.
+fn assert_streamed_early(r: &Value, within: f64) -> String {
+    let (d, text) = assert_streamed(r);
+    let t_done = r["t_done"].as_f64().unwrap();
+    eprintln!("{} deltas at {:?} s; done at {t_done:.2} s", d.len(), d.iter().map(|(t, _)| (t * 100.0).round() / 100.0).collect::<Vec<_>>());
+    // Text after the first window, not at the end.
+    assert!(d.len() > 1, "one delta only: {r}");
+    assert!(d[0].0 < within * t_done, "first delta at {:.2} s, done at {t_done:.2} s", d[0].0);
+    text
+}
+
 /// The audio's length in seconds (16-bit mono 16 kHz WAV written by sox).
 fn wav_seconds(path: &Path) -> f64 {
     (std::fs::metadata(path).unwrap().len() - 44) as f64 / 32_000.0
@@ -66,12 +79,7 @@ fn the_sdk_streams_a_long_file_window_by_window() {
     let reference: Vec<&str> = bounds.iter().map(|(_, r)| r.as_str()).collect();
     let server = Server::start(test_config(json!({})));
     let r = sdk_stream(&format!("{}/v1", server.url), &file, &[]);
-    let (d, text) = assert_streamed(&r);
-    let t_done = r["t_done"].as_f64().unwrap();
-    eprintln!("{} deltas at {:?} s; done at {t_done:.2} s", d.len(), d.iter().map(|(t, _)| (t * 100.0).round() / 100.0).collect::<Vec<_>>());
-    // Text after the first window, not at the end.
-    assert!(d.len() > 1, "one delta only: {r}");
-    assert!(d[0].0 < 0.6 * t_done, "first delta at {:.2} s, done at {t_done:.2} s", d[0].0);
+    let text = assert_streamed_early(&r, 0.6);
     let w = wer(&[(reference.join(" "), text.clone())]);
     assert!(w <= 0.15, "WER {w:.3}: {text}");
     // OpenAI's usage for Whisper: seconds of audio.
@@ -251,11 +259,7 @@ fn a_gateway_streams_its_workers_progress() {
     let gw = gateway(config);
     wait_ready(&gw, Duration::from_secs(60));
     let r = sdk_stream(&format!("{}/v1", gw.url), &file, &[]);
-    let (d, text) = assert_streamed(&r);
-    let t_done = r["t_done"].as_f64().unwrap();
-    eprintln!("{} deltas at {:?} s; done at {t_done:.2} s", d.len(), d.iter().map(|(t, _)| (t * 100.0).round() / 100.0).collect::<Vec<_>>());
-    assert!(d.len() > 1, "one delta only: {r}");
-    assert!(d[0].0 < 0.8 * t_done, "first delta at {:.2} s, done at {t_done:.2} s", d[0].0);
+    let text = assert_streamed_early(&r, 0.8);
     let reference: Vec<&str> = bounds.iter().map(|(_, r)| r.as_str()).collect();
     let w = wer(&[(reference.join(" "), text.clone())]);
     assert!(w <= 0.15, "WER {w:.3}: {text}");

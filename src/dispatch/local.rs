@@ -442,7 +442,7 @@ impl crate::realtime::Stepper for PoolStepper {
     }
 
     fn has_room(&self) -> bool {
-        self.0.queued() == 0 && self.0.busy_by_replica().contains(&0)
+        self.0.queued() == 0 && self.0.has_idle_replica()
     }
 }
 

@@ -212,6 +212,11 @@ impl Pool {
         self.replicas
     }
 
+    /// Whether a replica holds nothing now.
+    pub fn has_idle_replica(&self) -> bool {
+        self.busy.iter().any(|b| b.load(Ordering::Relaxed) == 0)
+    }
+
     /// Transcriptions each replica holds now.
     pub fn busy_by_replica(&self) -> Vec<usize> {
         self.busy.iter().map(|b| b.load(Ordering::Relaxed)).collect()
