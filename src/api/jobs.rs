@@ -120,7 +120,7 @@ async fn receive(state: &AppState, id: &str, caller: &Caller, headers: &HeaderMa
     let model = match opts.model.clone() {
         // Optional here: a job names the served model unless it says otherwise.
         None => "whisper-1".to_string(),
-        Some(_) => super::openai::check_model(state, &opts)?,
+        Some(_) => super::openai::check_model(state, &opts).await?,
     };
     let request = JobRequest {
         decode: opts.decode,

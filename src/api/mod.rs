@@ -6,6 +6,7 @@
 
 pub mod docs;
 mod jobs;
+mod models;
 mod openai;
 mod original;
 mod realtime;
@@ -42,7 +43,8 @@ fn routes(web_ui: bool) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(original::transcribe))
         .routes(routes!(openai::transcriptions))
         .routes(routes!(openai::translations))
-        .routes(routes!(openai::models))
+        .routes(routes!(models::list_models))
+        .routes(routes!(models::load_model, models::unload_model))
         .routes(routes!(realtime::realtime))
         .routes(routes!(jobs::create, jobs::list))
         .routes(routes!(jobs::get, jobs::cancel))
@@ -279,6 +281,7 @@ pub async fn run_transcription(
     state: &AppState,
     upload: Upload,
     options: DecodeOptions,
+    model: Option<String>,
     request_id: String,
 ) -> Result<Outcome, ApiError> {
     let limits = &state.config.limits;
@@ -290,6 +293,7 @@ pub async fn run_transcription(
     let work = Work {
         audio: upload.bytes,
         options,
+        model,
         request_id,
         timeout: Duration::from_secs(limits.request_timeout_s),
         progress: None,

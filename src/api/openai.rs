@@ -7,8 +7,6 @@ use std::sync::Arc;
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
 
 use super::{read_upload, request_id, run_transcription};
 use crate::engine::{Task, Transcript};
@@ -38,11 +36,13 @@ pub(super) fn served_model_names(state: &AppState) -> Vec<String> {
     names
 }
 
-/// Checks the `model` field (required, as OpenAI's API has it).
-pub(super) fn check_model(state: &AppState, opts: &RequestOptions) -> Result<String, ApiError> {
+/// Checks the `model` field (required, as OpenAI's API has it): a model
+/// served here, else 404 naming the models present.
+pub(super) async fn check_model(state: &AppState, opts: &RequestOptions) -> Result<String, ApiError> {
     let model = opts.model.clone().ok_or(ApiError::MissingField("model"))?;
-    if !served_model_names(state).contains(&model) {
-        return Err(ApiError::UnknownModel(model));
+    if !state.dispatcher.serves(&model).await {
+        let present: Vec<String> = state.dispatcher.models().await.into_iter().filter(|m| m.state != "downloadable").map(|m| m.id).collect();
+        return Err(ApiError::ModelNotServed { name: model, present: present.join(", ") });
     }
     Ok(model)
 }
@@ -50,7 +50,7 @@ pub(super) fn check_model(state: &AppState, opts: &RequestOptions) -> Result<Str
 async fn route(state: Arc<AppState>, headers: HeaderMap, form: Multipart, task: Option<Task>) -> Result<Response, OpenAiError> {
     let upload = read_upload(form, "file", &state.config.limits).await?;
     let opts: RequestOptions = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, task)?;
-    check_model(&state, &opts)?;
+    let model = check_model(&state, &opts).await?;
     let format = opts.response_format.unwrap_or(ResponseFormat::Json);
     if opts.stream {
         // The events carry text: the formats of timed segments cannot be
@@ -62,11 +62,11 @@ async fn route(state: Arc<AppState>, headers: HeaderMap, form: Multipart, task: 
             }
             .into());
         }
-        return super::sse::respond(state, upload, opts.decode, request_id(&headers)).await;
+        return super::sse::respond(state, upload, opts.decode, Some(model), request_id(&headers)).await;
     }
     let task = opts.decode.task;
     let size = upload.bytes.len();
-    let outcome = run_transcription(&state, upload, opts.decode, request_id(&headers)).await?;
+    let outcome = run_transcription(&state, upload, opts.decode, Some(model), request_id(&headers)).await?;
     Ok(super::with_access(formatted(&outcome.transcript, format, task, opts.granularities), &outcome, size))
 }
 
@@ -100,16 +100,3 @@ pub(super) async fn translations(State(state): State<Arc<AppState>>, headers: He
     route(state, headers, form, Some(Task::Translate)).await
 }
 
-/// The model names the `model` field accepts.
-#[utoipa::path(get, path = "/v1/models", tag = "openai",
-    responses(
-        (status = 200, description = "Served models", body = crate::api::docs::ModelList),
-        (status = 401, description = "A key is required", body = crate::api::docs::OpenAiErrorBody),
-    ))]
-pub(super) async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let data: Vec<_> = served_model_names(&state)
-        .into_iter()
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "whisper-serve"}))
-        .collect();
-    Json(json!({"object": "list", "data": data}))
-}

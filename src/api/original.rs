@@ -43,7 +43,7 @@ pub(super) async fn transcribe(
     let opts = options::from_fields(&upload.fields, &state.config.decoding, &state.config.limits, None)?;
     let task = opts.decode.task;
     let size = upload.bytes.len();
-    let outcome = run_transcription(&state, upload, opts.decode, request_id(&headers)).await?;
+    let outcome = run_transcription(&state, upload, opts.decode, None, request_id(&headers)).await?;
     let transcript = &outcome.transcript;
     let resp = match opts.response_format {
         Some(format) => super::openai::formatted(transcript, format, task, opts.granularities),

@@ -51,13 +51,14 @@ pub(super) async fn respond(
     state: Arc<AppState>,
     upload: Upload,
     options: DecodeOptions,
+    model: Option<String>,
     request_id: String,
 ) -> Result<Response, OpenAiError> {
     let size = upload.bytes.len() as u64;
     let (tx, mut rx) = mpsc::unbounded_channel();
     // The transcription runs as part of the answer's body, never on its
     // own: when the client goes away, the body and the wait are dropped.
-    let driver = futures::stream::once(drive(state, upload, options, request_id, tx)).filter_map(|()| ready(None));
+    let driver = futures::stream::once(drive(state, upload, options, model, request_id, tx)).filter_map(|()| ready(None));
     let received = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut items = futures::stream::select(driver, received).boxed();
     let mut audio_seconds = None;
@@ -91,9 +92,9 @@ pub(super) async fn respond(
 /// Runs the transcription, sending what it reports to `out`, then its end:
 /// what the streamed text lacks of the final text (progress that was late
 /// or lost) as one more delta, and the outcome.
-async fn drive(state: Arc<AppState>, upload: Upload, options: DecodeOptions, request_id: String, out: mpsc::UnboundedSender<Item>) {
+async fn drive(state: Arc<AppState>, upload: Upload, options: DecodeOptions, model: Option<String>, request_id: String, out: mpsc::UnboundedSender<Item>) {
     let mut sent = String::new();
-    let result = transcribe(&state, upload, options, request_id, &out, &mut sent).await;
+    let result = transcribe(&state, upload, options, model, request_id, &out, &mut sent).await;
     let last = match result {
         Ok(outcome) => {
             match rest_of(&outcome.transcript.text, &sent) {
@@ -119,6 +120,7 @@ async fn transcribe(
     state: &AppState,
     upload: Upload,
     options: DecodeOptions,
+    model: Option<String>,
     request_id: String,
     out: &mpsc::UnboundedSender<Item>,
     sent: &mut String,
@@ -132,6 +134,7 @@ async fn transcribe(
     let work = Work {
         audio: upload.bytes,
         options,
+        model,
         request_id,
         timeout: Duration::from_secs(state.config.limits.request_timeout_s),
         progress: Some(progress),

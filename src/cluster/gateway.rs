@@ -93,7 +93,7 @@ impl NatsDispatcher {
 
     /// Queues a job's message; `progress` asks its worker to publish its
     /// progress (a streaming synchronous request).
-    async fn publish(&self, bus: &Bus, msg: &JobMessage, progress: bool) -> Result<(), DispatchError> {
+    async fn publish(&self, bus: &Bus, msg: &JobMessage, model: &str, progress: bool) -> Result<(), DispatchError> {
         let payload = serde_json::to_vec(msg).map_err(|e| DispatchError::Engine(e.to_string()))?;
         let mut headers = async_nats::HeaderMap::new();
         // JetStream drops a second publish of the same id (a retry).
@@ -104,7 +104,7 @@ impl NatsDispatcher {
         }
         // The worker continues this request's trace.
         crate::telemetry::traces::inject_nats(&mut headers);
-        let subject = self.config.cluster.job_subject(&self.config.model.size);
+        let subject = self.config.cluster.job_subject(model);
         let ack = tokio::time::timeout(OP_TIMEOUT, async {
             bus.js.publish_with_headers(subject, headers, payload.into()).await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
         })
@@ -118,7 +118,7 @@ impl NatsDispatcher {
 
     /// Writes a new job's record and its owner's index entry, then queues
     /// its message; on failure, takes back what it wrote.
-    async fn record_and_publish(&self, bus: &Bus, job: &JobRecord, size: u64) -> Result<(), DispatchError> {
+    async fn record_and_publish(&self, bus: &Bus, job: &JobRecord, model: &str, size: u64) -> Result<(), DispatchError> {
         let value = serde_json::to_vec(job).map_err(|e| DispatchError::Engine(e.to_string()))?;
         tokio::time::timeout(OP_TIMEOUT, bus.jobs.put(&job.id, value.into()))
             .await
@@ -132,7 +132,7 @@ impl NatsDispatcher {
             return Err(unavailable(format!("cannot record the job: {e}")));
         }
         let msg = JobMessage { id: job.id.clone(), sync: false, request: job.request.clone(), audio_bytes: size, created_at_ms: job.created_at_ms };
-        if let Err(e) = self.publish(bus, &msg, false).await {
+        if let Err(e) = self.publish(bus, &msg, model, false).await {
             let _ = bus.jobs.purge(&job.id).await;
             let _ = bus.jobs.purge(&index).await;
             return Err(e);
@@ -294,6 +294,21 @@ async fn listen_for_records(client: async_nats::Client, bucket: String, waiters:
 impl NatsDispatcher {
     /// Workers, pending jobs and dead letters: asked of NATS at most once
     /// per STATUS_CACHE, whoever asks (probes, the stats sampler, /v1/stats).
+    /// The `model.size` of the workers that serve `name` (their jobs'
+    /// subject); a model no live worker serves is a 404.
+    async fn route_model(&self, bus: &Bus, name: &str) -> Result<String, DispatchError> {
+        let default = &self.config.model.size;
+        let want = crate::models::id_of(name);
+        if name == "whisper-1" || want == crate::models::id_of(default) {
+            return Ok(default.clone());
+        }
+        let status = self.status(bus).await;
+        if let Some(w) = status.workers.iter().find(|w| crate::models::id_of(&w.model) == want) {
+            return Ok(w.model.clone());
+        }
+        Err(DispatchError::UnknownModel { name: name.chars().take(100).collect(), present: served_ids(&status) })
+    }
+
     async fn status(&self, bus: &Bus) -> ClusterStatus {
         let mut cache = self.status.lock().await;
         if let Some((at, s)) = cache.as_ref() {
@@ -366,6 +381,7 @@ impl Dispatcher for NatsDispatcher {
     async fn transcribe(&self, work: Work) -> Result<Outcome, DispatchError> {
         let deadline = Instant::now() + work.timeout;
         let bus = self.bus()?;
+        let model = self.route_model(bus, work.model.as_deref().unwrap_or("whisper-1")).await?;
         let id = jobs::new_id();
         let key = record_key(&id, true);
         let (tx, rx) = oneshot::channel();
@@ -384,7 +400,7 @@ impl Dispatcher for NatsDispatcher {
             decode: work.options,
             response_format: Default::default(),
             granularities: Default::default(),
-            model: self.config.model.size.clone(),
+            model: model.clone(),
             callback_url: None,
             filename: None,
             request_id: work.request_id,
@@ -407,7 +423,7 @@ impl Dispatcher for NatsDispatcher {
             }
             None => None,
         };
-        if let Err(e) = self.publish(bus, &msg, progress_sub.is_some()).await {
+        if let Err(e) = self.publish(bus, &msg, &model, progress_sub.is_some()).await {
             let _ = bus.audio.delete(&id).await;
             return Err(e);
         }
@@ -479,6 +495,7 @@ impl Dispatcher for NatsDispatcher {
 
     async fn enqueue(&self, mut job: JobRecord) -> Result<JobRecord, DispatchError> {
         let bus = self.bus()?;
+        let model = self.route_model(bus, &job.request.model).await?;
         if let Some((pending, _)) = bus.consumer_pending(&self.config.model.size).await {
             if pending >= self.config.jobs.max_queued as u64 {
                 return Err(DispatchError::QueueFull { retry_after_s: 30 });
@@ -500,7 +517,7 @@ impl Dispatcher for NatsDispatcher {
         .map_err(|_| unavailable("cannot record the job: NATS did not answer in time"))?
         .map_err(|e| unavailable(format!("cannot record the job: {e}")))?;
         crate::dispatch::check_backlog(cfg, before.jobs, before.bytes, size)?;
-        match self.record_and_publish(bus, &job, size).await {
+        match self.record_and_publish(bus, &job, &model, size).await {
             Ok(()) => Ok(job),
             Err(e) => {
                 super::backlog_done(&bus.jobs, &owner, size).await;
@@ -617,7 +634,51 @@ impl Dispatcher for NatsDispatcher {
     }
 
     fn model_names(&self) -> Vec<String> {
-        vec![self.config.model.size.clone()]
+        let mut names = vec![self.config.model.size.clone()];
+        // The last status read (at most STATUS_CACHE old): live workers' models.
+        if let Ok(cache) = self.status.try_lock() {
+            if let Some((_, s)) = cache.as_ref() {
+                names.extend(served_ids(s).into_iter().filter(|id| *id != crate::models::id_of(&self.config.model.size)));
+            }
+        }
+        names
+    }
+
+    async fn serves(&self, name: &str) -> bool {
+        match self.bus() {
+            Ok(bus) => self.route_model(bus, name).await.is_ok(),
+            Err(_) => name == "whisper-1" || crate::models::id_of(name) == crate::models::id_of(&self.config.model.size),
+        }
+    }
+
+    async fn models(&self) -> Vec<crate::dispatch::models::ModelState> {
+        let default = crate::models::id_of(&self.config.model.size);
+        let Ok(bus) = self.bus() else { return Vec::new() };
+        let status = self.status(bus).await;
+        let mut ids = served_ids(&status);
+        if !ids.contains(&default) {
+            ids.insert(0, default.clone());
+        }
+        ids.into_iter()
+            .map(|id| {
+                let workers: Vec<_> = status.workers.iter().filter(|w| crate::models::id_of(&w.model) == id).collect();
+                crate::dispatch::models::ModelState {
+                    state: if workers.is_empty() { "loading" } else { "loaded" },
+                    default: id == default,
+                    in_use: Some(workers.iter().map(|w| w.busy).sum()),
+                    load_s: None,
+                    id,
+                }
+            })
+            .collect()
+    }
+
+    async fn load_model(&self, _name: &str) -> Result<crate::dispatch::models::ModelState, DispatchError> {
+        Err(DispatchError::InUse("in cluster mode each worker loads the model of its config (model.size); start workers for a model to serve it".into()))
+    }
+
+    async fn unload_model(&self, _name: &str) -> Result<(), DispatchError> {
+        Err(DispatchError::InUse("in cluster mode each worker keeps the model of its config (model.size); stop its workers to stop serving it".into()))
     }
 
     async fn open_realtime(
@@ -653,8 +714,19 @@ pub async fn run(
     let config = Arc::new(config);
     let dispatcher = NatsDispatcher::start(config.clone()).await?;
     let state = Arc::new(AppState::new(config.clone(), dispatcher));
+    let wyoming = crate::wyoming::start(state.clone()).await?;
+    let shutdown = wyoming.stopping_with(shutdown);
     crate::api::stats::spawn_sampler(&state);
     crate::server::serve_api(listener, crate::api::router(state.clone()), &config, Some(&state.dispatcher), shutdown).await?;
+    wyoming.finish().await;
     crate::server::drain(&state).await;
     Ok(())
+}
+
+/// The ids of the models live workers serve, sorted, each once.
+fn served_ids(status: &ClusterStatus) -> Vec<String> {
+    let mut ids: Vec<String> = status.workers.iter().map(|w| crate::models::id_of(&w.model)).collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }

@@ -196,7 +196,7 @@ pub async fn serve(client: async_nats::Client, config: Arc<Config>, pool: Arc<Po
 async fn relay(client: async_nats::Client, config: Arc<Config>, pool: Arc<Pool>, open: Open, mut inbound: async_nats::Subscriber, stopping: tokio_util::sync::CancellationToken) {
     let down = session_subject(&config.cluster, &open.session_id, "out");
     let (sink, mut out) = Sink::new(config.realtime.max_pending_events);
-    let to_session = crate::dispatch::local::spawn_session(pool, &config, open, sink.clone());
+    let to_session = crate::dispatch::local::spawn_session(pool, None, &config, open, sink.clone());
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut told_to_finish = false;
     loop {

@@ -56,6 +56,14 @@ pub struct AuthConfig {
     pub failed_attempts_per_minute: u32,
 }
 
+impl AuthConfig {
+    /// Whether callers are told apart by keys. A keys file counts even if
+    /// empty now: SIGHUP may fill it.
+    pub fn keys_in_use(&self) -> bool {
+        !self.api_keys.is_empty() || self.api_keys_file.is_some()
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         Self { api_keys: Vec::new(), api_keys_file: None, metrics_requires_key: false, failed_attempts_per_minute: 10 }

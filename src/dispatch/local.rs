@@ -15,6 +15,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::models::{ModelSet, ModelState};
 use super::pool::{BatchSettings, Pool, PoolLimits, Reply};
 use super::{ByteStream, DispatchError, Dispatcher, Health, JobHook, JobPage, Load, Outcome, Replica, Work};
 use crate::config::Config;
@@ -29,6 +30,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 pub struct LocalDispatcher {
     config: Arc<Config>,
     pool: OnceLock<Arc<Pool>>,
+    /// The default model (`pool`) and the ones loaded on demand.
+    models: Arc<ModelSet>,
     load_error: OnceLock<String>,
     store: JobStore,
     webhooks: Arc<WebhookSender>,
@@ -76,9 +79,11 @@ impl LocalDispatcher {
             Err(e) => tracing::warn!(error = %e, "cannot sweep orphaned uploads"),
         }
         let (runnable, rx) = mpsc::unbounded_channel();
+        let models = ModelSet::new(config.clone());
         let me = Arc::new(Self {
             config,
             pool: OnceLock::new(),
+            models,
             load_error: OnceLock::new(),
             store,
             webhooks,
@@ -122,11 +127,12 @@ impl LocalDispatcher {
     }
 
     /// Starts the engine pool and resumes the jobs a previous run left.
-    pub async fn attach(self: &Arc<Self>, engine: Arc<Engine>) {
+    pub async fn attach(self: &Arc<Self>, engine: Arc<Engine>, load_s: f64) {
         let c = &self.config;
         let batching = BatchSettings::from_config(c, engine.is_cuda());
-        let pool = Pool::start(engine, c.deployment.num_replicas as usize, PoolLimits::from_config(c), batching);
-        let _ = self.pool.set(Arc::new(pool));
+        let pool = Arc::new(Pool::start(engine, c.deployment.num_replicas as usize, PoolLimits::from_config(c), batching));
+        self.models.attach_default(pool.clone(), load_s);
+        let _ = self.pool.set(pool);
         // Jobs queued while the model loaded are in the channel already and
         // come again here: harmless, since only a queued job can be started.
         match self.db(|s| s.unfinished()).await {
@@ -175,10 +181,13 @@ impl LocalDispatcher {
         &self,
         bytes: bytes::Bytes,
         options: crate::engine::DecodeOptions,
+        model: Option<&str>,
         cancel: impl std::future::Future<Output = ()>,
         progress: Option<super::ProgressSender>,
     ) -> Result<Option<Outcome>, DispatchError> {
-        let pool = self.ready_pool()?.clone();
+        // Held until the reply: the model is not unloaded under the work.
+        let lease = self.models.lease(model, || self.ready_pool().cloned()).await?;
+        let pool = lease.pool();
         let audio = pool.decode(bytes, self.config.limits.max_audio_seconds).await?;
         let rx = pool.submit_with_progress(audio, options, progress)?;
         tokio::select! {
@@ -255,7 +264,7 @@ impl LocalDispatcher {
                 let cancelled = async {
                     let _ = cancel_rx.await;
                 };
-                let r = self.run_waiting_for_room(bytes.into(), record.request.decode.clone(), cancelled).await;
+                let r = self.run_waiting_for_room(bytes.into(), record.request.decode.clone(), Some(record.request.model.as_str()), cancelled).await;
                 if let Ok(mut c) = self.cancels.lock() {
                     if c.get(&id).is_some_and(|(a, _)| *a == attempt) {
                         c.remove(&id);
@@ -299,12 +308,15 @@ impl LocalDispatcher {
         &self,
         bytes: bytes::Bytes,
         options: crate::engine::DecodeOptions,
+        model: Option<&str>,
         cancel: impl std::future::Future<Output = ()>,
     ) -> Result<Option<Outcome>, DispatchError> {
         tokio::pin!(cancel);
         loop {
-            match self.run(bytes.clone(), options.clone(), &mut cancel, None).await {
-                Err(DispatchError::QueueFull { .. }) => {
+            match self.run(bytes.clone(), options.clone(), model, &mut cancel, None).await {
+                // A full queue, or a model that cannot be loaded now: a job
+                // waits. (One that cannot be loaded at all fails it.)
+                Err(DispatchError::QueueFull { .. } | DispatchError::ModelBusy { .. }) => {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                         _ = &mut cancel => return Ok(None),
@@ -423,32 +435,45 @@ fn test_fault_abort(rec: &JobRecord) {
 
 /// A realtime session's decode steps, run by this process's engine pool
 /// with the file requests (`serve`, and a cluster worker's sessions).
-pub(crate) struct PoolStepper(pub Arc<Pool>);
+/// A session's model is the default one unless `models` (this process's
+/// on-demand models; a cluster worker serves its one model) says otherwise.
+pub(crate) struct PoolStepper {
+    pub default: Arc<Pool>,
+    pub models: Option<Arc<ModelSet>>,
+}
 
 #[async_trait]
 impl crate::realtime::Stepper for PoolStepper {
-    async fn decode(&self, audio: Vec<f32>, options: crate::engine::DecodeOptions) -> Result<crate::engine::Transcript, crate::realtime::StepError> {
+    async fn decode(&self, model: &str, audio: Vec<f32>, options: crate::engine::DecodeOptions) -> Result<crate::engine::Transcript, crate::realtime::StepError> {
         let step_error = |e: DispatchError| {
-            let retry = matches!(e, DispatchError::QueueFull { .. } | DispatchError::Loading);
+            let retry = matches!(e, DispatchError::QueueFull { .. } | DispatchError::Loading | DispatchError::ModelBusy { .. });
             let code = match e {
                 DispatchError::QueueFull { .. } => "queue_full",
                 DispatchError::ShuttingDown => "shutting_down",
+                DispatchError::UnknownModel { .. } => "model_not_found",
+                DispatchError::Unavailable { .. } | DispatchError::ModelBusy { .. } => "unavailable",
                 _ => "engine_error",
             };
             crate::realtime::StepError { retry, code, message: e.to_string() }
         };
-        let rx = self.0.submit(audio, options).map_err(step_error)?;
+        let lease = match &self.models {
+            Some(m) if !m.is_default(Some(model)) => Some(m.lease(Some(model), || Err(DispatchError::Loading)).await.map_err(step_error)?),
+            _ => None,
+        };
+        let pool = lease.as_ref().map_or(&self.default, |l| l.pool());
+        let rx = pool.submit(audio, options).map_err(step_error)?;
         outcome(rx.await).map(|o| o.transcript).map_err(step_error)
     }
 
     fn has_room(&self) -> bool {
-        self.0.queued() == 0 && self.0.has_idle_replica()
+        self.default.queued() == 0 && self.default.has_idle_replica()
     }
 }
 
 /// Starts a session on `pool` (see [`Dispatcher::open_realtime`]).
 pub(crate) fn spawn_session(
     pool: Arc<Pool>,
+    models: Option<Arc<ModelSet>>,
     config: &Config,
     open: crate::realtime::Open,
     sink: crate::realtime::Sink,
@@ -457,7 +482,7 @@ pub(crate) fn spawn_session(
     let settings = crate::realtime::Settings::from_config(&config.realtime);
     let span = tracing::info_span!("realtime_session", session = %open.session_id);
     tokio::spawn(tracing::Instrument::instrument(
-        crate::realtime::session::run(open, settings, Arc::new(PoolStepper(pool)), rx, sink),
+        crate::realtime::session::run(open, settings, Arc::new(PoolStepper { default: pool, models }), rx, sink),
         span,
     ));
     tx
@@ -520,7 +545,7 @@ impl Dispatcher for LocalDispatcher {
 
     async fn transcribe(&self, work: Work) -> Result<Outcome, DispatchError> {
         let secs = work.timeout.as_secs();
-        match tokio::time::timeout(work.timeout, self.run(work.audio, work.options, std::future::pending(), work.progress)).await {
+        match tokio::time::timeout(work.timeout, self.run(work.audio, work.options, work.model.as_deref(), std::future::pending(), work.progress)).await {
             Err(_) => Err(DispatchError::Timeout(secs)),
             Ok(Ok(Some(o))) => Ok(o),
             Ok(Ok(None)) => Err(DispatchError::ShuttingDown),
@@ -658,7 +683,30 @@ impl Dispatcher for LocalDispatcher {
         if let Some(n) = self.pool.get().and_then(|p| p.engine().model_path().file_name().map(|n| n.to_string_lossy().into_owned())) {
             names.push(n);
         }
+        for m in self.models.states() {
+            if !names.contains(&m.id) {
+                names.push(m.id);
+            }
+        }
         names
+    }
+
+    async fn serves(&self, name: &str) -> bool {
+        self.models.is_default(Some(name))
+            || crate::models::resolve(name, &self.config.model.model_dir)
+                .is_some_and(|r| crate::models::is_complete(&r.path) || (r.pullable && self.config.models.pull_on_demand))
+    }
+
+    async fn models(&self) -> Vec<ModelState> {
+        self.models.states()
+    }
+
+    async fn load_model(&self, name: &str) -> Result<ModelState, DispatchError> {
+        self.models.preload(name).await
+    }
+
+    async fn unload_model(&self, name: &str) -> Result<(), DispatchError> {
+        self.models.unload(name)
     }
 
     fn pool(&self) -> Option<Arc<Pool>> {
@@ -671,7 +719,7 @@ impl Dispatcher for LocalDispatcher {
         sink: crate::realtime::Sink,
     ) -> Result<mpsc::Sender<crate::realtime::Inbound>, DispatchError> {
         let pool = self.ready_pool()?.clone();
-        Ok(spawn_session(pool, &self.config, open, sink))
+        Ok(spawn_session(pool, Some(self.models.clone()), &self.config, open, sink))
     }
 
     fn on_job_final(&self, hook: JobHook) {
@@ -682,7 +730,9 @@ impl Dispatcher for LocalDispatcher {
         self.stopping.store(true, Ordering::Relaxed);
         let Some(pool) = self.pool.get().cloned() else { return };
         let started = Instant::now();
-        let drained = tokio::task::spawn_blocking(move || pool.shutdown());
+        let mut pools = self.models.loaded_pools();
+        pools.push(pool);
+        let drained = tokio::task::spawn_blocking(move || pools.iter().for_each(|p| p.shutdown()));
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(waited_s = started.elapsed().as_secs(), "work still running at the shutdown timeout; exiting");
         }

@@ -9,6 +9,7 @@
 //! The dispatcher speaks [`DispatchError`], which `error.rs` maps to HTTP.
 
 pub mod local;
+pub mod models;
 pub mod pool;
 
 use std::time::Duration;
@@ -59,6 +60,18 @@ pub enum DispatchError {
     /// waiting.
     #[error("{0}")]
     TooManyJobs(String),
+    /// A model no one here serves (or, without `models.pull_on_demand`,
+    /// that is not downloaded).
+    #[error("the model `{name}` is not served here; models present: {}", .present.join(", "))]
+    UnknownModel { name: String, present: Vec<String> },
+    /// A model that cannot be unloaded now.
+    #[error("{0}")]
+    InUse(String),
+    /// A model that cannot be loaded now (`models.max_loaded` reached with
+    /// every model in use, too little free memory, another load still
+    /// running): worth retrying, and an async job waits.
+    #[error("service unavailable: {reason}")]
+    ModelBusy { reason: String, retry_after_s: u64 },
 }
 
 impl From<EngineError> for DispatchError {
@@ -95,6 +108,9 @@ impl DispatchError {
             DispatchError::Upload(_) => "bad_multipart",
             DispatchError::TooManyJobs(_) => "too_many_jobs",
             DispatchError::Engine(_) => "engine_error",
+            DispatchError::UnknownModel { .. } => "model_not_found",
+            DispatchError::InUse(_) => "conflict",
+            DispatchError::ModelBusy { .. } => "unavailable",
         };
         JobError { code: code.into(), message: self.to_string() }
     }
@@ -123,6 +139,10 @@ pub struct Work {
     /// The upload as sent (any supported container).
     pub audio: Bytes,
     pub options: DecodeOptions,
+    /// The model to run it on, as the request named it (`tiny.en`,
+    /// `Systran/faster-whisper-base`, a folder of `model.model_dir`);
+    /// None or `whisper-1`: the configured default.
+    pub model: Option<String>,
     pub request_id: String,
     /// How long the caller waits for the answer.
     pub timeout: Duration,
@@ -246,6 +266,16 @@ pub trait Dispatcher: Send + Sync + 'static {
     async fn health(&self) -> Health;
     /// Names the `model` field may take besides `whisper-1`.
     fn model_names(&self) -> Vec<String>;
+    /// Whether a request may name `name` (`whisper-1` included): a model
+    /// loaded, present or (with `models.pull_on_demand`) downloadable here;
+    /// through a gateway, one a live worker serves.
+    async fn serves(&self, name: &str) -> bool;
+    /// The models and their states, for `GET /v1/models`.
+    async fn models(&self) -> Vec<models::ModelState>;
+    /// `POST /v1/models/{id}/load`.
+    async fn load_model(&self, name: &str) -> Result<models::ModelState, DispatchError>;
+    /// `DELETE /v1/models/{id}/load` (409 while in use).
+    async fn unload_model(&self, name: &str) -> Result<(), DispatchError>;
     /// The in-process engine pool, when this process has one (for metrics).
     fn pool(&self) -> Option<std::sync::Arc<pool::Pool>>;
     /// Stops taking work and finishes what is in flight, up to `grace`.

@@ -63,3 +63,22 @@ fn ready(config: &Config) -> Result<usize, CudaError> {
 pub fn device_indices(config: &Config, visible: usize) -> Result<Vec<i32>, CudaError> {
     Ok(placement::device_indices(config.deployment.num_replicas as usize, config.deployment.gpu_per_replica, visible)?)
 }
+
+/// Resolves the engine settings from the config: device (finding CUDA's
+/// libraries for `cuda`/`auto`), replicas' devices, compute type, threads.
+pub fn engine_options(config: &Config) -> Result<crate::engine::EngineOptions, crate::engine::EngineError> {
+    let cuda = use_cuda(config).map_err(|e| crate::engine::EngineError::NoCuda(format!(": {e}")))?;
+    let device_indices = if cuda {
+        device_indices(config, crate::engine::cuda_device_count()).map_err(|e| crate::engine::EngineError::NoCuda(format!(": {e}")))?
+    } else {
+        Vec::new()
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    Ok(crate::engine::EngineOptions {
+        cuda,
+        compute_type: config.resolved_compute_type(cuda).to_string(),
+        threads_per_replica: config.threads_per_replica(cores),
+        num_replicas: config.deployment.num_replicas as usize,
+        device_indices,
+    })
+}

