@@ -99,6 +99,11 @@ pub fn from_fields(
             }
             "word_timestamps" => decode.word_timestamps = parse_bool("word_timestamps", v)?,
             "vad_filter" => decode.vad_filter = parse_bool("vad_filter", v)?,
+            "vad_parameters" if v.is_empty() => decode.vad_parameters = Default::default(),
+            "vad_parameters" => {
+                decode.vad_parameters = crate::vad::VadParameters::parse(v)
+                    .map_err(|message| ApiError::InvalidParam { param: "vad_parameters", message })?
+            }
             "condition_on_previous_text" => {
                 decode.condition_on_previous_text = parse_bool("condition_on_previous_text", v)?
             }
@@ -204,6 +209,28 @@ mod tests {
             Err(ApiError::InvalidParam { param: "stream", .. }) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn vad_parameters_are_a_json_object_of_vad_options() {
+        let (d, l) = (DecodeOptions::default(), LimitsConfig::default());
+        let o = from_fields(&f(&[("vad_filter", "true"), ("vad_parameters", r#"{"threshold": 0.6, "speech_pad_ms": 200}"#)]), &d, &l, None)
+            .unwrap();
+        assert!(o.decode.vad_filter);
+        assert_eq!(o.decode.vad_parameters.threshold, Some(0.6));
+        assert_eq!(o.decode.vad_parameters.speech_pad_ms, Some(200));
+        assert_eq!(o.decode.vad_parameters.min_silence_duration_ms, None);
+        assert!(from_fields(&f(&[("vad_parameters", "")]), &d, &l, None).unwrap().decode.vad_parameters.is_empty());
+        for bad in ["0.6", r#"{"threshold": 7}"#, r#"{"size": 1}"#, &"{".repeat(100_000)] {
+            match from_fields(&f(&[("vad_parameters", bad)]), &d, &l, None) {
+                Err(e @ ApiError::InvalidParam { param: "vad_parameters", .. }) => assert!(e.to_string().len() < 300),
+                other => panic!("{}: {other:?}", echo(bad)),
+            }
+        }
+        // A job carries them; one without them reads as before.
+        let json = serde_json::to_string(&o.decode).unwrap();
+        assert_eq!(serde_json::from_str::<DecodeOptions>(&json).unwrap(), o.decode);
+        assert!(!serde_json::to_string(&d).unwrap().contains("vad_parameters"));
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    crate::vad::init(&config.vad)?;
     let config = Arc::new(config);
     let probe = Arc::new(Probe::default());
     let app = Router::new()

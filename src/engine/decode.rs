@@ -48,6 +48,9 @@ pub struct DecodeOptions {
     pub word_timestamps: bool,
     /// Decode only the speech found by the voice activity detector.
     pub vad_filter: bool,
+    /// faster-whisper's `vad_parameters`, over the detector's defaults.
+    #[serde(skip_serializing_if = "crate::vad::VadParameters::is_empty")]
+    pub vad_parameters: crate::vad::VadParameters,
     pub without_timestamps: bool,
     pub max_initial_timestamp: f32,
     pub suppress_blank: bool,
@@ -77,6 +80,7 @@ impl Default for DecodeOptions {
             initial_prompt: None,
             word_timestamps: false,
             vad_filter: false,
+            vad_parameters: crate::vad::VadParameters::default(),
             without_timestamps: false,
             max_initial_timestamp: 1.0,
             suppress_blank: true,
@@ -179,7 +183,7 @@ impl Decoding {
         let language = Self::fixed_language(engine, &opts)?;
         let duration = audio.len() as f64 / SAMPLE_RATE as f64;
         let (audio, time_map) = if opts.vad_filter {
-            let chunks = crate::vad::speech_chunks(&audio, &crate::vad::VadOptions::default());
+            let chunks = crate::vad::speech_chunks(&audio, &opts.vad_parameters);
             let (speech, map) = crate::vad::collect(&audio, &chunks);
             (speech, Some(map))
         } else {
@@ -360,7 +364,7 @@ impl Decoding {
                 && (!confident || {
                     let from = (seek * HOP).min(self.audio.len());
                     let to = ((seek + segment_size) * HOP).min(self.audio.len());
-                    crate::vad::speech_chunks(&self.audio[from..to], &crate::vad::VadOptions::default()).is_empty()
+                    crate::vad::speech_chunks(&self.audio[from..to], &Default::default()).is_empty()
                 });
             if silent {
                 self.seek += segment_size;
@@ -474,13 +478,22 @@ impl Decoding {
 
     /// The transcript, on the upload's timeline.
     pub fn finish(mut self) -> Transcript {
+        // As faster-whisper's `restore_speech_timestamps`: a word's ends go
+        // through the chunk of its middle (a word is never split across a
+        // cut), and a segment with words spans them.
         if let Some(map) = &self.time_map {
             for seg in &mut self.segments {
-                seg.start = map.original_time(seg.start, false);
-                seg.end = map.original_time(seg.end, true);
                 for w in &mut seg.words {
-                    w.start = map.original_time(w.start, false);
-                    w.end = map.original_time(w.end, true);
+                    let chunk = map.chunk_index((w.start + w.end) / 2.0, false);
+                    w.start = map.original_time_in(w.start, chunk);
+                    w.end = map.original_time_in(w.end, chunk);
+                }
+                match (seg.words.first(), seg.words.last()) {
+                    (Some(first), Some(last)) => (seg.start, seg.end) = (first.start, last.end),
+                    _ => {
+                        seg.start = map.original_time(seg.start, false);
+                        seg.end = map.original_time(seg.end, true);
+                    }
                 }
             }
         }

@@ -535,6 +535,7 @@ impl Session {
         self.last_step = Instant::now();
         let end = offset + audio.len() as u64;
         let stepper = self.stepper.clone();
+        let model = self.config.model.clone();
         let mut opts = self.decoding.clone();
         opts.word_timestamps = true;
         opts.initial_prompt = prompt;
@@ -566,10 +567,10 @@ impl Session {
         self.in_flight = Some(tokio::spawn(tracing::Instrument::instrument(async move {
             let began = Instant::now();
             // No words in silence: a turn the VAD finds no speech in is not decoded.
-            let result = if kind == Kind::Final && crate::vad::speech_chunks(&audio, &crate::vad::VadOptions::default()).is_empty() {
+            let result = if kind == Kind::Final && crate::vad::speech_chunks(&audio, &Default::default()).is_empty() {
                 Ok(Transcript { text: String::new(), segments: Vec::new(), language: String::new(), language_probability: 0.0, duration: audio.len() as f64 / RATE as f64 })
             } else {
-                stepper.decode(audio, opts).await
+                stepper.decode(&model, audio, opts).await
             };
             Step { item_id, kind, offset, end, took: began.elapsed(), result }
         }, span)));

@@ -1,19 +1,13 @@
-//! Server VAD for a live stream: the shared VAD's per-frame speech score
-//! (`crate::vad`, the one behind `vad_filter`) computed over a rolling
-//! context as audio arrives, and turns cut from it with OpenAI's
-//! `server_vad` settings (threshold, prefix padding, silence duration).
+//! Server VAD for a live stream: the process's detector (`crate::vad`, the
+//! one behind `vad_filter`; Silero unless `vad.engine` says otherwise)
+//! scoring windows as audio arrives, and turns cut from its probabilities
+//! with OpenAI's `server_vad` settings (threshold, prefix padding, silence
+//! duration). Silero scores each 32 ms window as soon as it is whole, from
+//! its carried LSTM state; WebRTC's score needs a rolling context and a few
+//! frames of lookahead (`vad::webrtc::WebRtcStream`).
 
 use super::protocol::ServerVad;
-use crate::vad::{speech_probs, FRAME};
-
-/// Audio the score is computed over: the shared VAD's noise floor looks
-/// about 8 s around a frame.
-const CONTEXT_FRAMES: usize = 267;
-/// Frames the smoothed score needs after a frame before it is final.
-const LOOKAHEAD_FRAMES: usize = 3;
-/// Frames scored at once: scoring the context costs the same for one new
-/// frame as for several.
-const BATCH_FRAMES: usize = 4;
+use crate::vad::Stream;
 
 /// What the detector saw in the audio just pushed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,20 +21,26 @@ pub enum TurnEvent {
 
 pub struct Detector {
     vad: ServerVad,
-    /// The last CONTEXT_FRAMES frames of audio (and the part of a frame).
-    context: Vec<f32>,
-    /// Absolute frame index of `context[0]`.
-    context_frame: u64,
-    /// Next frame to decide on.
-    next_frame: u64,
+    stream: Stream,
+    /// Samples per probability.
+    window: u64,
+    /// Absolute index of the next window to decide on.
+    next_window: u64,
     speaking: bool,
-    /// Frames below the end threshold since the last speech frame.
-    quiet_frames: u64,
+    /// Windows below the end threshold since the last speech window.
+    quiet_windows: u64,
 }
 
 impl Detector {
+    /// With the process's detector.
     pub fn new(vad: ServerVad) -> Self {
-        Detector { vad, context: Vec::new(), context_frame: 0, next_frame: 0, speaking: false, quiet_frames: 0 }
+        Self::with(vad, crate::vad::detector())
+    }
+
+    pub fn with(vad: ServerVad, detector: &crate::vad::Detector) -> Self {
+        let stream = detector.stream();
+        let window = stream.window() as u64;
+        Detector { vad, stream, window, next_window: 0, speaking: false, quiet_windows: 0 }
     }
 
     pub fn speaking(&self) -> bool {
@@ -50,48 +50,38 @@ impl Detector {
     /// A manual commit or a clear ends the turn without the VAD.
     pub fn reset_turn(&mut self) {
         self.speaking = false;
-        self.quiet_frames = 0;
+        self.quiet_windows = 0;
     }
 
     /// Feeds 16 kHz samples; returns the turn boundaries they reveal.
     pub fn push(&mut self, samples: &[f32]) -> Vec<TurnEvent> {
-        self.context.extend_from_slice(samples);
         let mut events = Vec::new();
-        let whole = (self.context.len() / FRAME) as u64;
-        let decidable = (self.context_frame + whole).saturating_sub(LOOKAHEAD_FRAMES as u64);
-        if decidable < self.next_frame + BATCH_FRAMES as u64 {
-            return events;
-        }
-        let probs = speech_probs(&self.context[..whole as usize * FRAME]);
+        let probs = self.stream.push(samples);
+        let window = self.window;
         let start_threshold = self.vad.threshold;
         let end_threshold = (self.vad.threshold - 0.15).max(0.01);
-        let silence_frames = (self.vad.silence_duration_ms as u64).div_ceil(30).max(1);
+        let silence_windows = (self.vad.silence_duration_ms as u64 * 16).div_ceil(window).max(1);
         let pad_samples = self.vad.prefix_padding_ms as u64 * 16;
-        for f in self.next_frame..decidable {
-            let p = probs[(f - self.context_frame) as usize];
+        for p in probs {
+            let w = self.next_window;
+            self.next_window += 1;
             if !self.speaking {
                 if p >= start_threshold {
                     self.speaking = true;
-                    self.quiet_frames = 0;
-                    events.push(TurnEvent::Started { at: (f * FRAME as u64).saturating_sub(pad_samples) });
+                    self.quiet_windows = 0;
+                    events.push(TurnEvent::Started { at: (w * window).saturating_sub(pad_samples) });
                 }
             } else if p < end_threshold {
-                self.quiet_frames += 1;
-                if self.quiet_frames >= silence_frames {
+                self.quiet_windows += 1;
+                if self.quiet_windows >= silence_windows {
                     self.speaking = false;
-                    let at = (f + 1) * FRAME as u64;
-                    events.push(TurnEvent::Stopped { at, speech_end: at - self.quiet_frames * FRAME as u64 });
+                    let at = (w + 1) * window;
+                    events.push(TurnEvent::Stopped { at, speech_end: at - self.quiet_windows * window });
                 }
             } else {
-                self.quiet_frames = 0;
+                self.quiet_windows = 0;
             }
         }
-        self.next_frame = decidable;
-        // Keep CONTEXT_FRAMES frames before the next undecided one.
-        let keep_from = self.next_frame.saturating_sub(CONTEXT_FRAMES as u64).max(self.context_frame);
-        let drop = ((keep_from - self.context_frame) as usize * FRAME).min(self.context.len());
-        self.context.drain(..drop);
-        self.context_frame = keep_from;
         events
     }
 }
@@ -113,16 +103,29 @@ mod tests {
             .collect()
     }
 
+    fn jfk() -> Vec<f32> {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/speech/jfk_whisper_cpp/jfk.wav"))
+            .or_else(|_| std::fs::read("/work/shared/speech/jfk_whisper_cpp/jfk.wav"))
+            .expect("jfk.wav");
+        crate::audio::decode(&bytes, f64::INFINITY).expect("decode jfk.wav")
+    }
+
+    fn silero() -> crate::vad::Detector {
+        crate::vad::Detector::from_config(&crate::vad::VadConfig::default()).expect("built-in Silero")
+    }
+
+    fn run(d: &mut Detector, audio: &[f32]) -> Vec<TurnEvent> {
+        audio.chunks(1600).flat_map(|c| d.push(c)).collect()
+    }
+
     #[test]
     fn a_turn_starts_with_speech_and_stops_after_the_silence() {
-        let mut d = Detector::new(ServerVad { silence_duration_ms: 500, ..ServerVad::default() });
+        let vad = ServerVad { silence_duration_ms: 500, ..ServerVad::default() };
+        let mut d = Detector::with(vad, &crate::vad::Detector::WebRtc);
         let mut audio = vec![0.0f32; 16_000];
         audio.extend(voiced(2.0));
         audio.extend(vec![0.0f32; 32_000]);
-        let mut events = Vec::new();
-        for chunk in audio.chunks(1600) {
-            events.extend(d.push(chunk));
-        }
+        let events = run(&mut d, &audio);
         assert_eq!(events.len(), 2, "{events:?}");
         let TurnEvent::Started { at: start } = events[0] else { panic!("{events:?}") };
         let TurnEvent::Stopped { at: stop, speech_end } = events[1] else { panic!("{events:?}") };
@@ -135,9 +138,30 @@ mod tests {
     }
 
     #[test]
+    fn a_silero_turn_spans_the_speech() {
+        // jfk.wav's pauses are about 1.1 s; its speech runs from about
+        // 0.3 s to about 10.5 s, here after 1 s of silence and before 3 s more.
+        let vad = ServerVad { silence_duration_ms: 1500, ..ServerVad::default() };
+        let mut d = Detector::with(vad, &silero());
+        let mut audio = vec![0.0f32; 16_000];
+        audio.extend(jfk());
+        audio.extend(vec![0.0f32; 48_000]);
+        let events = run(&mut d, &audio);
+        assert_eq!(events.len(), 2, "{events:?}");
+        let TurnEvent::Started { at: start } = events[0] else { panic!("{events:?}") };
+        let TurnEvent::Stopped { at: stop, speech_end } = events[1] else { panic!("{events:?}") };
+        assert!((0.9 * 16_000.0) as u64 <= start && start <= (1.3 * 16_000.0) as u64, "{start}");
+        assert_eq!(stop - speech_end, 47 * 512, "the 1500 ms of quiet, in 32 ms windows");
+        assert!((11.0 * 16_000.0) as u64 <= speech_end && speech_end <= (12.0 * 16_000.0) as u64, "{speech_end}");
+        assert!(!d.speaking());
+    }
+
+    #[test]
     fn silence_alone_starts_no_turn() {
-        let mut d = Detector::new(ServerVad::default());
-        let events: Vec<_> = vec![0.0f32; 16_000 * 5].chunks(480).flat_map(|c| d.push(c)).collect();
-        assert!(events.is_empty());
+        for detector in [silero(), crate::vad::Detector::WebRtc] {
+            let mut d = Detector::with(ServerVad::default(), &detector);
+            let events: Vec<_> = vec![0.0f32; 16_000 * 5].chunks(480).flat_map(|c| d.push(c)).collect();
+            assert!(events.is_empty());
+        }
     }
 }
