@@ -24,7 +24,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "Rust is needed: https://rustup.rs (cargo not found)"; exit 1; }
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import jiwer, whisper_normalizer, openai, faster_whisper, openapi_spec_validator, websockets' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import jiwer, whisper_normalizer, openai, faster_whisper, openapi_spec_validator, websockets, wyoming' 2>/dev/null; then
   echo "==> Python venv: WER scoring, the openai SDK, faster-whisper (side-by-side checks)"
   python3 -m venv .venv
   .venv/bin/pip install -q -r tests/support/requirements.txt

@@ -21,6 +21,7 @@ pub mod state;
 pub mod telemetry;
 pub mod vad;
 pub mod web;
+pub mod wyoming;
 
 #[cfg(feature = "wheel")]
 pub use ct2rs as ct2;

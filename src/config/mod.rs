@@ -19,10 +19,12 @@ mod layers;
 mod limits;
 mod logging;
 mod model;
+mod models;
 mod realtime;
 mod security;
 mod server;
 mod telemetry;
+mod vad;
 #[cfg(test)]
 mod tests;
 
@@ -35,10 +37,12 @@ pub use model::{
     BatchingConfig, DeploymentConfig, DeviceKind, EngineConfig, ModelConfig, COMPUTE_TYPES, DEPLOYMENT_MODES,
     DEVICES, MODEL_SIZES,
 };
+pub use models::ModelsConfig;
 pub use realtime::RealtimeConfig;
 pub use security::{check_entry, ApiKeyEntry, AuthConfig, KeyRole, RateLimitConfig};
 pub use server::ServerConfig;
 pub use telemetry::TelemetryConfig;
+pub use vad::{VadConfig, VadEngine};
 
 use crate::engine::DecodeOptions;
 use layers::{check_known_keys, env_layer, env_pairs, merge, precheck, Origins};
@@ -69,6 +73,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Live transcription sessions (`GET /v1/realtime`).
     pub realtime: RealtimeConfig,
+    /// Models besides `model.size`, loaded on demand.
+    pub models: ModelsConfig,
+    /// Voice activity detection (`vad_filter`, realtime turns).
+    pub vad: VadConfig,
 }
 
 /// Environment variable naming the config file when no explicit path is given.
@@ -271,7 +279,10 @@ impl Config {
         self.jobs.validate()?;
         self.telemetry.validate()?;
         self.realtime.validate()?;
+        self.models.validate()?;
+        self.vad.validate()?;
         self.auth.validate()?;
+        self.server.check_wyoming_keys(self.auth.keys_in_use())?;
         self.rate_limit.validate()?;
         self.server.validate_connections()?;
         self.limits.validate_field_bytes()?;

@@ -42,6 +42,18 @@ pub struct ServerConfig {
     /// Serve the pages (`/`, `/dashboard`) and the API reference (`/docs`,
     /// `/openapi.json`); off for an API-only deployment.
     pub web_ui: bool,
+    /// TCP port of the Wyoming listener (Home Assistant's speech-to-text
+    /// protocol); null = off, 0 = any free port.
+    pub wyoming_port: Option<u16>,
+    /// Address the Wyoming listener binds. Loopback by default: Wyoming
+    /// cannot carry an API key.
+    pub wyoming_host: String,
+    /// Serve Wyoming on a non-loopback `wyoming_host` even though the
+    /// config requires API keys (which Wyoming clients cannot send).
+    pub wyoming_allow_unauthenticated: bool,
+    /// Seconds a Wyoming client has to send each event (and to read each
+    /// answer) before its connection is closed.
+    pub wyoming_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +73,10 @@ impl Default for ServerConfig {
             idle_timeout_s: 60,
             http2_max_concurrent_streams: 32,
             web_ui: true,
+            wyoming_port: None,
+            wyoming_host: "127.0.0.1".into(),
+            wyoming_allow_unauthenticated: false,
+            wyoming_timeout_s: 60,
         }
     }
 }
@@ -96,9 +112,45 @@ impl ServerConfig {
         if self.http2_max_concurrent_streams == 0 {
             return bad("server.http2_max_concurrent_streams", &0, "a number > 0");
         }
+        if self.wyoming_port.is_some() && self.wyoming_host.trim().is_empty() {
+            return bad("server.wyoming_host", &quoted(&self.wyoming_host), "a host name or IP address");
+        }
+        if self.wyoming_timeout_s == 0 || self.wyoming_timeout_s > 3600 {
+            return bad("server.wyoming_timeout_s", &self.wyoming_timeout_s, "1-3600");
+        }
         Ok(())
     }
 
+    /// Wyoming's keys policy: its clients cannot send an API key, so where
+    /// the config requires keys the listener may only face this machine
+    /// (a loopback `wyoming_host`) unless `wyoming_allow_unauthenticated`
+    /// says the operator accepts an open port (a firewall or a private
+    /// network in front of it).
+    pub fn check_wyoming_keys(&self, keys_required: bool) -> Result<(), ConfigError> {
+        if self.wyoming_port.is_none() || !keys_required || self.wyoming_allow_unauthenticated {
+            return Ok(());
+        }
+        if is_loopback(&self.wyoming_host) {
+            return Ok(());
+        }
+        bad(
+            "server.wyoming_host",
+            &quoted(&self.wyoming_host),
+            "a loopback address (127.0.0.1, ::1, localhost) while API keys are required: Wyoming clients cannot send a key; \
+             set server.wyoming_allow_unauthenticated: true to serve Wyoming without one on this address",
+        )
+    }
+
+}
+
+/// Whether `host` names this machine only. Host names other than
+/// `localhost` count as public: what they resolve to can change.
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl ServerConfig {
     /// The shutdown deadline, checked after `limits.max_field_bytes`.
     pub(super) fn validate_shutdown(&self) -> Result<(), ConfigError> {
         if self.shutdown_timeout_s > 3600 {

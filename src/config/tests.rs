@@ -208,6 +208,9 @@ fn other_bad_values_rejected() {
         (r#"{"decoding": {"temperatures": []}}"#, "decoding.temperatures"),
         (r#"{"server": {"host": ""}}"#, "server.host"),
         (r#"{"server": {"dedicated_cpu": "yes"}}"#, "server.dedicated_cpu"),
+        (r#"{"server": {"wyoming_port": 70000}}"#, "server.wyoming_port"),
+        (r#"{"server": {"wyoming_port": 10300, "wyoming_host": " "}}"#, "server.wyoming_host"),
+        (r#"{"server": {"wyoming_timeout_s": 0}}"#, "server.wyoming_timeout_s"),
         (r#"{"server": null}"#, "server"),
     ] {
         let m = file_err(json);
@@ -233,6 +236,30 @@ fn validate_on_bare_config_names_key() {
     c.model.size = "huge".into();
     let e = c.validate().expect_err("huge");
     assert_eq!(e.key(), Some("model.size"));
+}
+
+#[test]
+fn wyoming_is_off_and_local_by_default_and_keys_keep_it_local() {
+    let s = ServerConfig::default();
+    assert_eq!((s.wyoming_port, s.wyoming_host.as_str(), s.wyoming_allow_unauthenticated, s.wyoming_timeout_s), (None, "127.0.0.1", false, 60));
+    let c = Config::from_sources(None, env(&[("WHISPER_SERVE__SERVER__WYOMING_PORT", "10300")])).expect("env port");
+    assert_eq!(c.server.wyoming_port, Some(10300));
+    let mut s = ServerConfig { wyoming_port: Some(0), wyoming_host: "0.0.0.0".into(), ..Default::default() };
+    s.check_wyoming_keys(false).expect("no keys: any host");
+    let e = s.check_wyoming_keys(true).expect_err("keys and a public host");
+    assert_eq!(e.key(), Some("server.wyoming_host"));
+    assert!(e.to_string().contains("wyoming_allow_unauthenticated"), "{e}");
+    for host in ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"] {
+        s.wyoming_host = host.into();
+        s.check_wyoming_keys(true).expect(host);
+    }
+    s.wyoming_host = "my-nas.local".into();
+    assert!(s.check_wyoming_keys(true).is_err());
+    s.wyoming_allow_unauthenticated = true;
+    s.check_wyoming_keys(true).expect("allowed");
+    s.wyoming_port = None;
+    s.wyoming_allow_unauthenticated = false;
+    s.check_wyoming_keys(true).expect("off");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::dispatch::local::LocalDispatcher;
 use crate::dispatch::Dispatcher;
-use crate::engine::{self, Engine, EngineOptions};
+use crate::engine::{self, Engine};
 use crate::models;
 use crate::state::AppState;
 
@@ -31,26 +31,11 @@ pub enum ServerError {
     Cluster(String),
     #[error("{0}")]
     Security(String),
+    #[error(transparent)]
+    Wyoming(#[from] crate::wyoming::WyomingError),
 }
 
-/// Resolves the engine settings from the config: device (finding CUDA's
-/// libraries for `cuda`/`auto`), replicas' devices, compute type, threads.
-pub fn engine_options(config: &Config) -> Result<EngineOptions, engine::EngineError> {
-    let cuda = crate::gpu::use_cuda(config).map_err(|e| engine::EngineError::NoCuda(format!(": {e}")))?;
-    let device_indices = if cuda {
-        crate::gpu::device_indices(config, engine::cuda_device_count()).map_err(|e| engine::EngineError::NoCuda(format!(": {e}")))?
-    } else {
-        Vec::new()
-    };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    Ok(EngineOptions {
-        cuda,
-        compute_type: config.resolved_compute_type(cuda).to_string(),
-        threads_per_replica: config.threads_per_replica(cores),
-        num_replicas: config.deployment.num_replicas as usize,
-        device_indices,
-    })
-}
+pub use crate::gpu::engine_options;
 
 /// Fetches the configured model if missing and loads it.
 pub async fn load_engine(config: &Config) -> Result<Engine, ServerError> {
@@ -75,16 +60,20 @@ pub async fn run(
     // A device that cannot be used is a start-up error, before serving:
     // `cuda` without its libraries or a GPU, too many replicas for the GPUs.
     engine_options(&config)?;
+    crate::vad::init(&config.vad)?;
     let config = Arc::new(config);
     let local = LocalDispatcher::open(config.clone())?;
     let state = Arc::new(AppState::new(config.clone(), local.clone()));
+    let wyoming = crate::wyoming::start(state.clone()).await?;
+    let shutdown = wyoming.stopping_with(shutdown);
     let loader = {
         let (state, local) = (state.clone(), local.clone());
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             match load_engine(&state.config).await {
                 Ok(engine) => {
                     let engine = Arc::new(engine);
-                    local.attach(engine).await;
+                    local.attach(engine, started.elapsed().as_secs_f64()).await;
                     tracing::info!("model loaded; ready");
                 }
                 Err(e) => {
@@ -96,6 +85,8 @@ pub async fn run(
     };
     crate::api::stats::spawn_sampler(&state);
     serve_api(listener, crate::api::router(state.clone()), &config, Some(&state.dispatcher), shutdown).await?;
+    // Before the drain: utterances being answered need the dispatcher.
+    wyoming.finish().await;
     loader.abort();
     drain(&state).await;
     Ok(())
