@@ -5,7 +5,7 @@
 
 import {
   ApiError, EXPORTS, apiFetch, authHeaders, bytes, clearError, clock, errorFromBody, getKey,
-  handleUnauthorized, markCurrentNav, setupKeyButton, showError,
+  handleUnauthorized, markCurrentNav, MICROPHONE, setupKeyButton, showError,
 } from '/assets/common.js';
 import { setupLive } from '/assets/live.js';
 
@@ -97,7 +97,7 @@ async function startRecording() {
   }
   let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    stream = await navigator.mediaDevices.getUserMedia(MICROPHONE);
   } catch (err) {
     showError(`The microphone is not available: ${err.message || err.name}.`);
     return;

@@ -4,6 +4,19 @@
 
 export const KEY_NAME = 'whisper-serve-key';
 
+/**
+ * getUserMedia's constraints for a recording or a live session. The
+ * browser's voice processing is made for a listener on a call: its noise
+ * suppression clips the first sounds of a word after a pause and its gain
+ * control swells the noise between words, both of which Whisper (trained on
+ * unprocessed audio) mishears ("Ask not" came out "Ask, knock!" and
+ * "fast enough."). Echo cancellation stays: a loudspeaker near the
+ * microphone would be transcribed too.
+ */
+export const MICROPHONE = {
+  audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false },
+};
+
 export function getKey() {
   try {
     return sessionStorage.getItem(KEY_NAME) || '';

@@ -5,7 +5,7 @@
 // with the `delta` events; while the turn is open a muted "partial"
 // indicator follows it; `completed` replaces it with the final transcript.
 
-import { apiFetch, clock, errorFromBody, getKey } from '/assets/common.js';
+import { apiFetch, clock, errorFromBody, getKey, MICROPHONE } from '/assets/common.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -348,7 +348,7 @@ export function setupLive({ languages } = {}) {
         if (err.status === 401 || err.status === 0) throw err;
       }
       if (cancelled()) return;
-      res.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      res.stream = await navigator.mediaDevices.getUserMedia(MICROPHONE);
       if (cancelled()) {
         res.stream.getTracks().forEach((track) => track.stop());
         return;
