@@ -126,20 +126,23 @@ pub fn trim_point(segment_ends: &[f64], committed_end: Option<f64>) -> Option<f6
     (e <= t).then_some(e)
 }
 
-/// The prompt for the next decode: the last `max_chars` characters of the
-/// committed words that are no longer in the audio (whole words).
-pub fn prompt(committed: &[HypWord], cut_at: f64, max_chars: usize) -> String {
-    let mut words: Vec<&str> = Vec::new();
+/// The prompt for the next decode: the last `max_chars` characters (whole
+/// words) of the session's text before this turn, `before`, followed by
+/// the turn's committed words that are no longer in the audio. Earlier
+/// turns count as Whisper's previous text does in a long recording: a
+/// short turn decoded alone, with no context, is often misheard ("ask
+/// not" after a pause came out as "fast enough.").
+pub fn prompt(before: &str, committed: &[HypWord], cut_at: f64, max_chars: usize) -> String {
+    let earlier = before.split_whitespace();
+    let cut = committed.iter().filter(|w| w.end <= cut_at).map(|w| w.text.trim());
+    let all: Vec<&str> = earlier.chain(cut).filter(|w| !w.is_empty()).collect();
     let mut len = 0;
-    for w in committed.iter().rev().filter(|w| w.end <= cut_at) {
-        if len + w.text.len() > max_chars {
-            break;
-        }
-        len += w.text.len();
-        words.push(&w.text);
+    let mut from = all.len();
+    while from > 0 && len + all[from - 1].len() + 1 <= max_chars + 1 {
+        len += all[from - 1].len() + 1;
+        from -= 1;
     }
-    words.reverse();
-    words.concat().trim().to_string()
+    all[from..].join(" ")
 }
 
 #[cfg(test)]
@@ -231,7 +234,11 @@ mod tests {
     #[test]
     fn the_prompt_is_the_committed_text_already_cut() {
         let words = hyp(&[("one", 0.0), ("two", 1.0), ("three", 2.0)]);
-        assert_eq!(prompt(&words, 1.5, 200), "one two");
-        assert_eq!(prompt(&words, 9.0, 10), "two three");
+        assert_eq!(prompt("", &words, 1.5, 200), "one two");
+        assert_eq!(prompt("", &words, 9.0, 10), "two three");
+        // Earlier turns come first, and go first when it is too long.
+        assert_eq!(prompt(" Hello there.", &words, 1.5, 200), "Hello there. one two");
+        assert_eq!(prompt("Hello there.", &words, 9.0, 21), "there. one two three");
+        assert_eq!(prompt("Hello there.", &[], 0.0, 200), "Hello there.");
     }
 }

@@ -144,6 +144,9 @@ struct Session {
     open: Option<Turn>,
     closing: VecDeque<Turn>,
     previous_item: Option<String>,
+    /// The end of the transcript of the turns completed so far (the
+    /// context of the next turn's decodes).
+    spoken: String,
     in_flight: Option<JoinHandle<Step>>,
     last_step: Instant,
     last_heard: Instant,
@@ -178,6 +181,7 @@ pub async fn run(open: Open, settings: Settings, stepper: Arc<dyn Stepper>, mut 
         open: None,
         closing: VecDeque::new(),
         previous_item: None,
+        spoken: String::new(),
         in_flight: None,
         last_step: now,
         last_heard: now,
@@ -520,7 +524,7 @@ impl Session {
     }
 
     fn prompt_for(&self, t: &Turn) -> Option<String> {
-        let cut = policy::prompt(t.agreement.committed(), t.start as f64 / RATE as f64, PROMPT_CHARS);
+        let cut = policy::prompt(&self.spoken, t.agreement.committed(), t.start as f64 / RATE as f64, PROMPT_CHARS);
         let user = self.config.prompt.trim();
         let p = match (user.is_empty(), cut.is_empty()) {
             (true, true) => return None,
@@ -654,9 +658,10 @@ impl Session {
     }
 
     /// An ended turn's last words, then its `completed`.
-    fn complete(&self, mut t: Turn, last: Vec<HypWord>) {
+    fn complete(&mut self, mut t: Turn, last: Vec<HypWord>) {
         let delta = join_delta(&mut t.text, &last);
         self.delta(&t.item_id, delta);
+        remember(&mut self.spoken, &t.text);
         let seconds = (t.end() - t.first) as f64 / RATE as f64;
         crate::telemetry::metrics::realtime_turn(seconds);
         self.sink.event(protocol::event("conversation.item.input_audio_transcription.completed", json!({
@@ -671,6 +676,26 @@ impl Session {
         }
         self.sink.event(protocol::event("conversation.item.input_audio_transcription.delta",
             json!({"item_id": item_id, "content_index": 0, "delta": delta})));
+    }
+}
+
+/// Appends a completed turn's text to the session's, keeping the end: a
+/// prompt takes at most PROMPT_CHARS of it.
+fn remember(spoken: &mut String, text: &str) {
+    let text = text.trim();
+    if text.is_empty() {
+        return;
+    }
+    spoken.push(' ');
+    spoken.push_str(text);
+    if spoken.len() > 2 * PROMPT_CHARS {
+        let mut from = spoken.len() - PROMPT_CHARS;
+        while !spoken.is_char_boundary(from) {
+            from += 1;
+        }
+        // From a word's start: the prompt is cut at whole words.
+        let from = spoken[from..].find(' ').map_or(spoken.len(), |i| from + i);
+        spoken.drain(..from);
     }
 }
 
@@ -706,6 +731,20 @@ mod tests {
         assert!(!t.heard_to_the_end());
         t.heard_to = s(3.0);
         assert!(t.heard_to_the_end());
+    }
+
+    #[test]
+    fn the_session_remembers_the_end_of_what_was_said() {
+        let mut spoken = String::new();
+        remember(&mut spoken, " And so my fellow Americans.");
+        remember(&mut spoken, "   ");
+        assert_eq!(spoken, " And so my fellow Americans.");
+        for _ in 0..40 {
+            remember(&mut spoken, "Ask not what your country can do for you.");
+        }
+        assert!(spoken.len() <= 2 * PROMPT_CHARS + 50 && spoken.len() >= PROMPT_CHARS, "{}", spoken.len());
+        assert!(spoken.starts_with(' ') && spoken.ends_with(" can do for you."), "{spoken}");
+        assert_eq!(policy::prompt(&spoken, &[], 0.0, 20), "can do for you.");
     }
 
     #[test]
