@@ -272,3 +272,31 @@ fn a_cluster_routes_each_model_to_its_workers() {
     let (s, body) = call(reqwest::Method::POST, &gw, "/v1/models/small/load");
     assert_eq!(s, 409, "{body}");
 }
+
+#[test]
+fn a_realtime_session_is_transcribed_by_the_model_it_names() {
+    let models = model_folder();
+    let server = Server::start(test_config(json!({
+        "model": {"model_dir": models.path()},
+        "models": {"ttl_s": -1},
+    })));
+    assert_eq!(state_of(&server, "base").expect("base listed")["state"], "available");
+    // The official SDK, a manual commit of jfk.wav, `transcription.model`
+    // naming base: the model loads for the session's decode.
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(repo().join("tests/support/realtime_check.py"))
+        .arg("manual")
+        .arg(format!("{}/v1", server.url))
+        .arg(jfk_wav())
+        .args(["--model", "base", "--expect", JFK_TEXT]);
+    let run = run_limited(cmd, Duration::from_secs(300));
+    assert!(run.ok, "realtime_check.py manual --model base\n{}\n{}", run.stdout, run.stderr);
+    let report = run.report();
+    let transcripts = report["transcripts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(transcripts.len(), 1, "{report}");
+    let text = transcripts[0].as_str().unwrap_or_default();
+    assert!(wer(&[(JFK_TEXT.to_string(), text.to_string())]) <= 0.1, "{text}");
+    let base = state_of(&server, "base").expect("base listed");
+    assert_eq!(base["state"], "loaded", "the session's model was not loaded: {base}");
+    assert_eq!(state_of(&server, "tiny.en").unwrap()["state"], "loaded", "the default stays");
+}

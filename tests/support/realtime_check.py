@@ -250,9 +250,14 @@ async def scenario(args, run):
             session = json.loads(json.dumps(GA_SESSION))
             if args.scenario == "manual":
                 session["audio"]["input"]["turn_detection"] = None
+            if args.model:
+                session["audio"]["input"]["transcription"]["model"] = args.model
             await conn.session.update(session=session)
             upd = await wait_type(conn, run, "session.updated")
             run.check(upd["session"]["audio"]["input"]["format"]["rate"] == RATE, "updated format")
+            if args.model:
+                got = upd["session"]["audio"]["input"]["transcription"]["model"]
+                run.check(got == args.model, f"session model {got}, wanted {args.model}")
         done = []
         if args.scenario == "manual":
             await send_audio(conn, pcm, realtime=False)
@@ -361,6 +366,8 @@ def main():
     p.add_argument("wav")
     p.add_argument("--api-key")
     p.add_argument("--expect")
+    # The session's transcription model (ga scenarios; default whisper-1).
+    p.add_argument("--model")
     # Deltas of the first turn that must come before its `completed` (ga,
     # beta, two_turns). Interim text needs an engine faster than real time:
     # a caller on a loaded host may lower it and judge the count itself
