@@ -283,13 +283,7 @@ fn a_realtime_session_is_transcribed_by_the_model_it_names() {
     assert_eq!(state_of(&server, "base").expect("base listed")["state"], "available");
     // The official SDK, a manual commit of jfk.wav, `transcription.model`
     // naming base: the model loads for the session's decode.
-    let mut cmd = std::process::Command::new(python());
-    cmd.arg(repo().join("tests/support/realtime_check.py"))
-        .arg("manual")
-        .arg(format!("{}/v1", server.url))
-        .arg(jfk_wav())
-        .args(["--model", "base", "--expect", JFK_TEXT]);
-    let run = run_limited(cmd, Duration::from_secs(300));
+    let run = common::realtime::check(&server, "manual", &["--model", "base", "--expect", JFK_TEXT]);
     assert!(run.ok, "realtime_check.py manual --model base\n{}\n{}", run.stdout, run.stderr);
     let report = run.report();
     let transcripts = report["transcripts"].as_array().cloned().unwrap_or_default();

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,11 +15,6 @@ use serde_json::{json, Value};
 
 const KEY_A: &str = "sk-test-alice-0123456789";
 const KEY_B: &str = "sk-test-bob-9876543210";
-/// One SDK scenario streams 11 s of speech at real time and waits for its
-/// turns (~15 s; its own waits allow a loaded host minutes); past this,
-/// something hangs.
-const SCRIPT_LIMIT: Duration = Duration::from_secs(300);
-
 fn keyed(extra: Value) -> Value {
     let mut c = test_config(json!({"auth": {"api_keys": [{"id": "alice", "key": KEY_A}, {"id": "bob", "key": KEY_B}]}}));
     merge_json(&mut c, extra);
@@ -36,19 +30,9 @@ fn jfk_reference() -> String {
         .unwrap_or_else(|| JFK_TEXT.to_string())
 }
 
-/// Runs realtime_check.py SCENARIO against `server` with jfk.wav, killed
-/// after `SCRIPT_LIMIT`.
-fn realtime_check(server: &Server, scenario: &str, extra: &[&str]) -> ScriptRun {
-    let mut cmd = Command::new(python());
-    cmd.arg(repo().join("tests/support/realtime_check.py")).arg(scenario).arg(format!("{}/v1", server.url)).arg(jfk_wav()).args(extra);
-    let run = run_limited(cmd, SCRIPT_LIMIT);
-    eprintln!("realtime_check.py {scenario}: {} in {:.1}s\n{}", if run.ok { "ok" } else { "FAILED" }, run.elapsed.as_secs_f64(), run.stdout.trim());
-    run
-}
-
 /// Runs a scenario that must pass; returns its JSON report.
 fn passes(server: &Server, scenario: &str, extra: &[&str]) -> Value {
-    let run = realtime_check(server, scenario, extra);
+    let run = common::realtime::check(server, scenario, extra);
     assert!(
         run.ok,
         "realtime_check.py {scenario} failed after {:.1}s\n--- stdout\n{}\n--- stderr\n{}",

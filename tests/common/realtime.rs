@@ -1,5 +1,6 @@
-//! Realtime test parts shared by the limits and cluster tests: jfk as the
-//! realtime API's raw audio, and tests/support/realtime_abuse.py.
+//! Realtime test parts shared by the realtime, limits, cluster and models
+//! tests: jfk as the realtime API's raw audio, tests/support/realtime_check.py
+//! (the official SDK) and tests/support/realtime_abuse.py.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{python, repo, run_limited, speech, tool};
+use super::{jfk_wav, python, repo, run_limited, speech, tool, ScriptRun, Server};
 
 /// jfk.flac as raw pcm16 LE mono at 24 kHz (the realtime API's `audio/pcm`).
 pub fn jfk_pcm24(dir: &Path) -> PathBuf {
@@ -15,6 +16,21 @@ pub fn jfk_pcm24(dir: &Path) -> PathBuf {
     let flac = speech().join("jfk_openai_whisper/jfk.flac");
     tool("sox", &[flac.to_str().unwrap(), "-r", "24000", "-b", "16", "-c", "1", "-e", "signed-integer", "-t", "raw", out.to_str().unwrap()]);
     out
+}
+
+/// One SDK scenario streams 11 s of speech at real time and waits for its
+/// turns (~15 s; its own waits allow a loaded host minutes); past this,
+/// something hangs.
+pub const CHECK_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs realtime_check.py SCENARIO against `server` with jfk.wav, killed
+/// after `CHECK_LIMIT`.
+pub fn check(server: &Server, scenario: &str, extra: &[&str]) -> ScriptRun {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo().join("tests/support/realtime_check.py")).arg(scenario).arg(format!("{}/v1", server.url)).arg(jfk_wav()).args(extra);
+    let run = run_limited(cmd, CHECK_LIMIT);
+    eprintln!("realtime_check.py {scenario}: {} in {:.1}s\n{}", if run.ok { "ok" } else { "FAILED" }, run.elapsed.as_secs_f64(), run.stdout.trim());
+    run
 }
 
 /// Runs realtime_abuse.py SCENARIO against `url` (killed after `limit`);
